@@ -1,0 +1,173 @@
+"""The data contract: column names, Arrow schemas and the clip status vocabulary.
+
+Every operator imports its column names from here; nothing else spells a column as a string.
+
+Rows flow through the timeline job at three grains:
+
+* **chunk rows** (one per clip × time chunk, e.g. 10 s): made by the decoder, they carry the
+  sampled frames and the chunk's audio; later stages replace those heavy columns by their
+  results (voice features per window, face detections, face emotions).  A clip that cannot be
+  read at all becomes a single chunk row with ``status`` set and no media.
+* **timeline rows** (one per clip × face track × window): the analyst-facing output.
+* **clip rows** (one per input): the terminal status and summary of each input.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import pyarrow as pa
+
+EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+"""The 7 FER2013 categories, in FER2013's label order (index = label id)."""
+
+
+class Status(StrEnum):
+    """Terminal status of an input recording.  Every input ends in exactly one of these."""
+
+    OK = "ok"
+    NO_FACE = "no_face"  # decoded fine, no face track found; the timeline still has voice
+    NO_AUDIO = "no_audio"  # faces found, but the file has no audio stream
+    PARTIAL = "partial"  # decoding stopped part-way; windows before the fault are kept
+    DECODE_ERROR = "decode_error"  # container/stream unreadable (corrupt, truncated)
+    NOT_VIDEO = "not_video"  # readable media without a video stream, or not media at all
+    EMPTY_FILE = "empty_file"  # zero bytes
+    READ_ERROR = "read_error"  # storage could not deliver the object (missing, denied)
+    UNSUPPORTED = "unsupported"  # extension not in VIDEO_EXTENSIONS (manifest inputs only)
+
+
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".flv")
+
+# --- identity and media facts, carried on chunk rows and written on clip rows ---------------
+CLIP_ID = "clip_id"  # 16 hex chars of sha1(uri): stable across runs, names the output files
+URI = "uri"
+SIZE_BYTES = "size_bytes"
+STATUS = "status"
+ERROR = "error"
+DURATION_S = "duration_s"
+FPS = "fps"
+WIDTH = "width"  # as displayed, i.e. after applying rotation
+HEIGHT = "height"
+ROTATION = "rotation"  # degrees clockwise the stored frames must be turned for display
+HAS_AUDIO = "has_audio"
+VIDEO_CODEC = "video_codec"
+CONTAINER = "container"
+
+# --- chunk rows ---------------------------------------------------------------------------
+CHUNK_INDEX = "chunk_index"
+CHUNK_START_S = "chunk_start_s"
+CHUNK_END_S = "chunk_end_s"
+FRAMES = "frames"  # uint8 (n, H, W, 3) RGB at working resolution; dropped after detection
+FRAME_TS = "frame_ts"  # list<float64>: presentation time (s) of each sampled frame
+AUDIO = "audio"  # list<float32>: 16 kHz mono samples from chunk_start_s; dropped after voice
+AUDIO_START_S = "audio_start_s"
+# voice features per analysis window whose start lies in [chunk_start_s, chunk_end_s)
+VOICE_WINDOW_START_S = "voice_window_start_s"  # list<float64>
+VOICE_SPEECH_RATIO = "voice_speech_ratio"  # list<float32>: share of 10 ms frames with speech
+VOICE_PITCH_HZ = "voice_pitch_hz"  # list<float32|null>: median F0 over voiced frames
+VOICE_LOUDNESS_DB = "voice_loudness_db"  # list<float32>: RMS level in dBFS
+VOICE_MFCC = "voice_mfcc"  # list<list<float32>>: mean MFCC vector per window
+# face detections, flattened per chunk ("CSR" layout: FACE_FRAME indexes FRAME_TS)
+FACE_FRAME = "face_frame"  # list<int32>
+FACE_BOX = "face_box"  # list<list<float32>[4]>: x1, y1, x2, y2 in working-resolution pixels
+FACE_SCORE = "face_score"  # list<float32>: detector confidence
+FACE_CROPS = "face_crops"  # uint8 (n_faces, S, S, 3) aligned crops; dropped after emotion
+FACE_PROBS = "face_probs"  # list<list<float32>[7]>: per-face EMOTIONS probabilities
+FRAME_WIDTH = "frame_width"  # working-resolution size the boxes refer to
+FRAME_HEIGHT = "frame_height"
+
+# --- timeline rows ------------------------------------------------------------------------
+TRACK_ID = "track_id"  # 0 = participant; null where the clip has no face track
+IS_PARTICIPANT = "is_participant"
+WINDOW_INDEX = "window_index"
+WINDOW_START_S = "window_start_s"
+WINDOW_END_S = "window_end_s"
+FACE_PRESENT = "face_present"
+FACE_FRAMES = "face_frames"  # sampled frames of this track inside the window
+PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{e}" for e in EMOTIONS)
+DOMINANT_EMOTION = "dominant_emotion"
+VALENCE = "valence"
+AROUSAL = "arousal"
+VA_SOURCE = "va_source"  # how valence/arousal were obtained, e.g. "circumplex_from_face"
+FUSION_MODE = "fusion_mode"  # which modalities produced the categories: face_only, ...
+SPEECH_PRESENT = "speech_present"
+SPEECH_RATIO = "speech_ratio"
+PITCH_HZ = "pitch_hz"
+LOUDNESS_DB = "loudness_db"
+MFCC_MEAN = "mfcc_mean"
+BOX = "box"  # mean box of the track in the window, working-resolution pixels
+
+# --- clip rows ----------------------------------------------------------------------------
+FRAMES_SAMPLED = "frames_sampled"
+WINDOWS = "windows"
+FACE_TRACKS = "face_tracks"
+FACE_COVERAGE = "face_coverage"  # share of sampled frames where the participant is detected
+SPEECH_COVERAGE = "speech_coverage"  # share of windows with speech present
+SHARE_COLUMNS: tuple[str, ...] = tuple(f"share_{e}" for e in EMOTIONS)
+PROCESSING_S = "processing_s"
+FACE_MODEL = "face_model"
+DETECTOR = "detector"
+RUN_ID = "run_id"
+PROCESSED_AT = "processed_at"
+
+N_MFCC = 13
+
+TIMELINE_SCHEMA = pa.schema(
+    [
+        pa.field(CLIP_ID, pa.string(), nullable=False),
+        pa.field(URI, pa.string(), nullable=False),
+        pa.field(TRACK_ID, pa.int32()),
+        pa.field(IS_PARTICIPANT, pa.bool_()),
+        pa.field(WINDOW_INDEX, pa.int32(), nullable=False),
+        pa.field(WINDOW_START_S, pa.float64(), nullable=False),
+        pa.field(WINDOW_END_S, pa.float64(), nullable=False),
+        pa.field(FACE_PRESENT, pa.bool_(), nullable=False),
+        pa.field(FACE_FRAMES, pa.int32(), nullable=False),
+        pa.field(BOX, pa.list_(pa.float32(), 4)),
+        *[pa.field(c, pa.float32()) for c in PROB_COLUMNS],
+        pa.field(DOMINANT_EMOTION, pa.string()),
+        pa.field(VALENCE, pa.float32()),
+        pa.field(AROUSAL, pa.float32()),
+        pa.field(VA_SOURCE, pa.string()),
+        pa.field(FUSION_MODE, pa.string()),
+        pa.field(SPEECH_PRESENT, pa.bool_()),
+        pa.field(SPEECH_RATIO, pa.float32()),
+        pa.field(PITCH_HZ, pa.float32()),
+        pa.field(LOUDNESS_DB, pa.float32()),
+        pa.field(MFCC_MEAN, pa.list_(pa.float32(), N_MFCC)),
+    ]
+)
+"""One row per clip × face track × window.  Face columns are null where ``face_present`` is
+false; voice columns are null where the clip has no audio."""
+
+CLIP_SCHEMA = pa.schema(
+    [
+        pa.field(CLIP_ID, pa.string(), nullable=False),
+        pa.field(URI, pa.string(), nullable=False),
+        pa.field(STATUS, pa.string(), nullable=False),
+        pa.field(ERROR, pa.string()),
+        pa.field(SIZE_BYTES, pa.int64()),
+        pa.field(CONTAINER, pa.string()),
+        pa.field(VIDEO_CODEC, pa.string()),
+        pa.field(DURATION_S, pa.float64()),
+        pa.field(FPS, pa.float64()),
+        pa.field(WIDTH, pa.int32()),
+        pa.field(HEIGHT, pa.int32()),
+        pa.field(ROTATION, pa.int32()),
+        pa.field(HAS_AUDIO, pa.bool_()),
+        pa.field(FRAMES_SAMPLED, pa.int64()),
+        pa.field(WINDOWS, pa.int64()),
+        pa.field(FACE_TRACKS, pa.int32()),
+        pa.field(FACE_COVERAGE, pa.float32()),
+        pa.field(SPEECH_COVERAGE, pa.float32()),
+        *[pa.field(c, pa.float32()) for c in SHARE_COLUMNS],
+        pa.field(DOMINANT_EMOTION, pa.string()),
+        pa.field(PROCESSING_S, pa.float64()),
+        pa.field(DETECTOR, pa.string()),
+        pa.field(FACE_MODEL, pa.string()),
+        pa.field(VA_SOURCE, pa.string()),
+        pa.field(RUN_ID, pa.string()),
+        pa.field(PROCESSED_AT, pa.timestamp("us", tz="UTC")),
+    ]
+)
+"""One row per input recording with its terminal :class:`Status`."""
