@@ -54,6 +54,8 @@ VIDEO_CODEC = "video_codec"
 CONTAINER = "container"
 
 # --- chunk rows ---------------------------------------------------------------------------
+LOCAL_PATH = "local_path"  # node-local copy of the input made by the staging step
+STAGE_SECONDS = "stage_seconds"  # compute seconds spent on this row so far, summed per clip
 CHUNK_INDEX = "chunk_index"
 CHUNK_START_S = "chunk_start_s"
 CHUNK_END_S = "chunk_end_s"
@@ -75,6 +77,8 @@ FACE_CROPS = "face_crops"  # uint8 (n_faces, S, S, 3) aligned crops; dropped aft
 FACE_PROBS = "face_probs"  # list<list<float32>[7]>: per-face EMOTIONS probabilities
 FRAME_WIDTH = "frame_width"  # working-resolution size the boxes refer to
 FRAME_HEIGHT = "frame_height"
+
+TIMELINE = "timeline"  # list<struct TIMELINE_SCHEMA>: a clip's timeline, between build and write
 
 # --- timeline rows ------------------------------------------------------------------------
 TRACK_ID = "track_id"  # 0 = participant; null where the clip has no face track
@@ -123,7 +127,7 @@ TIMELINE_SCHEMA = pa.schema(
         pa.field(WINDOW_END_S, pa.float64(), nullable=False),
         pa.field(FACE_PRESENT, pa.bool_(), nullable=False),
         pa.field(FACE_FRAMES, pa.int32(), nullable=False),
-        pa.field(BOX, pa.list_(pa.float32(), 4)),
+        pa.field(BOX, pa.list_(pa.float32())),  # [x1, y1, x2, y2]
         *[pa.field(c, pa.float32()) for c in PROB_COLUMNS],
         pa.field(DOMINANT_EMOTION, pa.string()),
         pa.field(VALENCE, pa.float32()),
@@ -134,11 +138,12 @@ TIMELINE_SCHEMA = pa.schema(
         pa.field(SPEECH_RATIO, pa.float32()),
         pa.field(PITCH_HZ, pa.float32()),
         pa.field(LOUDNESS_DB, pa.float32()),
-        pa.field(MFCC_MEAN, pa.list_(pa.float32(), N_MFCC)),
+        pa.field(MFCC_MEAN, pa.list_(pa.float32())),  # N_MFCC values
     ]
 )
 """One row per clip × face track × window.  Face columns are null where ``face_present`` is
-false; voice columns are null where the clip has no audio."""
+false; voice columns are null where the clip has no audio.  List columns are variable-size
+lists because Parquet readers reject null entries of fixed-size lists."""
 
 CLIP_SCHEMA = pa.schema(
     [

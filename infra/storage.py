@@ -1,0 +1,144 @@
+"""Object storage configuration and input listing, on the driver.
+
+S3 goes through s3fs with the standard AWS environment (``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``,
+…) plus an optional endpoint override, so MinIO, Ceph, R2 or a local test server work the
+same as AWS.  Operators receive the resulting fsspec ``storage_options``, not this config.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import fsspec
+from pydantic import BaseModel, ConfigDict
+
+from operators.io.files import open_fs
+
+logger = logging.getLogger(__name__)
+
+_GLOB_CHARS = frozenset("*?[")
+_MANIFEST_SUFFIXES = (".txt", ".csv", ".lst")
+
+
+class StorageConfig(BaseModel):
+    """How to reach object storage.  ``endpoint_url`` overrides AWS's (e.g. a MinIO server);
+    when unset, ``$AWS_ENDPOINT_URL_S3`` / ``$AWS_ENDPOINT_URL`` are honoured."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    anon: bool = False
+
+    def storage_options(self) -> dict[str, dict[str, Any]]:
+        """fsspec options per protocol, handed to operators."""
+        client_kwargs: dict[str, str] = {}
+        endpoint = (
+            self.endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+        )
+        if endpoint:
+            client_kwargs["endpoint_url"] = endpoint
+        if self.region:
+            client_kwargs["region_name"] = self.region
+        s3 = {"anon": self.anon, "client_kwargs": client_kwargs}
+        return {"s3": s3, "s3a": s3}
+
+
+class InputError(ValueError):
+    """The job's INPUT argument names nothing that can be processed."""
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """One input recording: its canonical URI and size in bytes (None when unknown)."""
+
+    uri: str
+    size_bytes: int | None
+
+
+def clip_id_for(uri: str) -> str:
+    """Stable identifier of an input: names its output files, so re-runs replace them."""
+    return hashlib.sha1(uri.encode("utf-8")).hexdigest()[:16]
+
+
+def _canonical(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """A URI that names the object the same way in every run (the clip id hashes it)."""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        return str(Path(path).resolve())
+    return f"{protocol}://{path}"
+
+
+def list_inputs(
+    spec: str, config: StorageConfig, extensions: tuple[str, ...]
+) -> list[InputRef]:
+    """Expand the job's INPUT into recordings.
+
+    ``spec`` is a local file, folder or glob, an ``s3://bucket/prefix`` (recursive), or a
+    manifest (``.txt``/``.lst``: one URI per line, ``#`` comments; ``.csv``: a ``uri`` column).
+    Folders and prefixes keep files with a video extension; manifest entries are kept as
+    listed, so a wrong entry still gets its own status row.  Raises :class:`InputError` when
+    nothing matches.
+    """
+    options = config.storage_options()
+    fs, path = open_fs(spec, options)
+    suffix = PurePosixPath(path).suffix.lower()
+    if suffix in _MANIFEST_SUFFIXES and fs.isfile(path):
+        refs = [_ref_for(entry, options) for entry in _read_manifest(fs, path, suffix)]
+        if not refs:
+            raise InputError(f"manifest {spec!r} lists no URIs")
+        return refs
+
+    if any(ch in path for ch in _GLOB_CHARS):
+        candidates = fs.glob(path, detail=True)
+    elif fs.isdir(path):
+        candidates = fs.find(path, detail=True)
+    elif fs.isfile(path):
+        candidates = {path: fs.info(path)}
+    else:
+        raise InputError(f"input {spec!r} does not exist or cannot be listed")
+
+    refs, skipped = [], 0
+    for name, info in sorted(candidates.items()):
+        if info.get("type") == "directory":
+            continue
+        if PurePosixPath(name).suffix.lower() not in extensions:
+            skipped += 1
+            continue
+        refs.append(InputRef(_canonical(fs, name), info.get("size")))
+    if skipped:
+        logger.info("ignored %d file(s) without a video extension %s", skipped, extensions)
+    if not refs:
+        raise InputError(f"no recordings with extensions {extensions} under {spec!r}")
+    return refs
+
+
+def _read_manifest(fs: fsspec.AbstractFileSystem, path: str, suffix: str) -> list[str]:
+    with fs.open(path, "rt", encoding="utf-8") as handle:
+        text = handle.read()
+    if suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames or "uri" not in reader.fieldnames:
+            raise InputError(f"manifest {path!r} needs a 'uri' column, has {reader.fieldnames}")
+        return [row["uri"].strip() for row in reader if row["uri"].strip()]
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _ref_for(entry: str, options: dict[str, dict[str, Any]]) -> InputRef:
+    fs, path = open_fs(entry, options)
+    # A listed object that is missing is that clip's problem (read_error), not the job's.
+    try:
+        size = fs.info(path).get("size")
+    except OSError:
+        size = None
+    return InputRef(_canonical(fs, path), size)

@@ -1,0 +1,341 @@
+"""Per-window voice features of a chunk's audio: speech ratio, pitch, loudness and mean MFCC.
+
+:class:`VoiceFeatures` is the Ray Data step (its docstring is the column contract);
+:func:`window_voice_features` is the pure computation it runs per chunk row.
+
+The features (:func:`window_voice_features`)
+--------------------------------------------
+Each window ``[start, start + window_s)`` is cut into 25 ms frames every 10 ms.
+
+* **Speech ratio** -- the share of the window's complete frames that a simple VAD calls speech:
+  frame RMS level above ``speech_threshold_dbfs`` AND voiced, i.e. periodic with a period in
+  ``[1/pitch_max_hz, 1/pitch_min_hz]``: the YIN aperiodicity (minimum of the cumulative-mean-
+  normalised difference function) is below ``voicing_threshold``.  Periodicity rather than
+  spectral flatness, because the steady noise of a recording room (fans, HVAC, hiss) is
+  coloured, hence not flat, but it is not periodic.  Unvoiced consonants are not counted, so
+  fluent speech scores about 0.4-0.7 (espeak-ng), silence and noise about 0.
+* **Pitch** -- median F0 over the speech frames (the lower middle value for an even count), by
+  YIN (de Cheveigné & Kawahara 2002) with parabolic interpolation; NaN without speech frames.
+* **Loudness** -- RMS level of the window's samples in dBFS (a full-scale sine is -3.01 dBFS),
+  floored at -100 dBFS for digital silence.
+* **MFCC** -- mean over the complete frames of torchaudio's MFCC (DCT of the 80 dB-clamped
+  log-mel power spectrum, ``n_mels`` bands).
+
+Windows reaching past the end of the audio use the samples that are there.  A window's
+features depend on its own samples only (YIN's lookahead past the window end sees zeros), so
+they do not depend on how the clip was cut into chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+import torchaudio
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from operators.audio.extract_audio import SAMPLE_RATE
+from operators.batches import ragged
+from operators.schema import (
+    AUDIO,
+    AUDIO_START_S,
+    CHUNK_END_S,
+    CHUNK_START_S,
+    HAS_AUDIO,
+    N_MFCC,
+    VOICE_LOUDNESS_DB,
+    VOICE_MFCC,
+    VOICE_PITCH_HZ,
+    VOICE_SPEECH_RATIO,
+    VOICE_WINDOW_START_S,
+)
+
+logger = logging.getLogger(__name__)
+
+LOUDNESS_FLOOR_DB = -100.0
+"""Level reported for digital silence: finite, and below 16-bit audio's ~ -96 dBFS noise floor."""
+
+
+class VoiceFeaturesConfig(BaseModel):
+    """Settings of :class:`VoiceFeatures`; made on the driver, passed via fn_constructor_kwargs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # The timeline's window: long enough for a few syllables and a stable pitch median.
+    window_s: float = Field(1.0, gt=0)
+    # 50 % overlap: a word at a window edge is still seen whole by the neighbouring window.
+    hop_s: float = Field(0.5, gt=0)
+    # The classic speech frame: short enough to be stationary, holds 1.5 periods at 60 Hz.
+    frame_s: float = Field(0.025, gt=0)
+    # 10 ms frame hop, the usual speech rate of analysis (the schema's "10 ms frames").
+    frame_hop_s: float = Field(0.010, gt=0)
+    # 64 mel bands: fine enough for 13 cepstra, coarse enough that no band is empty at n_fft 400.
+    n_mels: int = Field(64, gt=0)
+    # The data contract's size: the timeline's MFCC_MEAN is a fixed-size list of N_MFCC.
+    n_mfcc: int = Field(N_MFCC, gt=0)
+    # Between webcam speech frames (typically -35..-15 dBFS) and room noise (-70..-55 dBFS).
+    speech_threshold_dbfs: float = -45.0
+    # YIN aperiodicity: 0.35 admits ~ 55 % of loud espeak frames; < 0.2 % of 300 Hz-lowpass noise.
+    voicing_threshold: float = Field(0.35, gt=0, lt=1)
+    # A window "has speech" from one voiced syllable on (~ 0.15 s of a 1 s window).
+    min_speech_ratio: float = Field(0.15, ge=0, le=1)
+    # Just below the lowest speaking F0 of adult men (~ 65 Hz); 50 Hz mains hum stays out.
+    pitch_min_hz: float = Field(60.0, gt=0)
+    # Above excited female speech (~ 350 Hz); higher "pitches" are mostly harmonics.
+    pitch_max_hz: float = Field(400.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_consistent(self) -> VoiceFeaturesConfig:
+        if self.frame_s > self.window_s:
+            raise ValueError(f"frame_s {self.frame_s} exceeds window_s {self.window_s}")
+        if self.pitch_min_hz >= self.pitch_max_hz:
+            raise ValueError("pitch_min_hz must be below pitch_max_hz")
+        if self.n_mfcc > self.n_mels:
+            raise ValueError("n_mfcc cannot exceed n_mels")
+        return self
+
+
+def build_mfcc(sample_rate: int, config: VoiceFeaturesConfig) -> torchaudio.transforms.MFCC:
+    """The MFCC transform on the feature frame grid (no centring: frame k starts at k hops)."""
+    frame_len = round(config.frame_s * sample_rate)
+    return torchaudio.transforms.MFCC(
+        sample_rate=sample_rate,
+        n_mfcc=config.n_mfcc,
+        melkwargs={
+            "n_fft": frame_len,
+            "hop_length": round(config.frame_hop_s * sample_rate),
+            "n_mels": config.n_mels,
+            "center": False,
+        },
+    )
+
+
+def hop_grid_starts(chunk_start_s: float, chunk_end_s: float, hop_s: float) -> np.ndarray:
+    """Starts ``k * hop_s`` (float64 seconds) lying in ``[chunk_start_s, chunk_end_s)``.
+
+    Empty when either bound is not finite.  A tolerance of 1e-9 hop absorbs float error, so a
+    chunk starting at 10.0 owns the window at 10.0 whatever the rounding of 10.0 / hop_s.
+    """
+    if not (math.isfinite(chunk_start_s) and math.isfinite(chunk_end_s)):
+        return np.empty(0, dtype=np.float64)
+    first = math.ceil(chunk_start_s / hop_s - 1e-9)
+    stop = math.ceil(chunk_end_s / hop_s - 1e-9)
+    return np.arange(first, max(first, stop), dtype=np.float64) * hop_s
+
+
+def _yin(
+    frames: torch.Tensor, integration_len: int, tau_min: int, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """YIN period (in samples) and voicing of ``frames`` (..., integration_len + tau_max + 1).
+
+    Lags ``tau_min .. tau_max`` are searched.  A frame is voiced when its cumulative-mean-
+    normalised difference (CMND) dips below ``threshold`` there; its period is the local minimum
+    that follows the first such dip (the first dip rather than the global minimum avoids
+    octave-down errors), refined by parabolic interpolation.  Unvoiced periods are NaN.
+    """
+    length = frames.shape[-1]
+    n_fft = 1 << (length - 1).bit_length()
+    lags = torch.arange(length - integration_len + 1, device=frames.device)  # 0 .. tau_max + 1
+    # r(tau) = sum_{j<W} x_j x_{j+tau}: with n_fft >= length the circular correlation does not
+    # wrap for these lags.
+    spec_head = torch.fft.rfft(frames[..., :integration_len], n=n_fft)
+    spec_full = torch.fft.rfft(frames, n=n_fft)
+    corr = torch.fft.irfft(spec_head.conj() * spec_full, n=n_fft)[..., : lags.numel()]
+    energy = torch.nn.functional.pad(torch.cumsum(frames.square(), dim=-1), (1, 0))
+    energy_shifted = energy[..., lags + integration_len] - energy[..., lags]
+    energy_head = energy[..., integration_len : integration_len + 1]
+    diff = (energy_head + energy_shifted - 2 * corr).clamp(min=0)
+    cum_mean = torch.cumsum(diff[..., 1:], dim=-1) / lags[1:]
+    # Where the running mean is 0 (digital silence) the frame is aperiodic by definition.
+    cmnd = torch.where(cum_mean > 0, diff[..., 1:] / cum_mean.clamp(min=1e-12), 1.0)
+    # cmnd[..., i] is lag i + 1; `search` holds lags tau_min - 1 .. tau_max + 1 so that every
+    # candidate lag in `inner` (tau_min .. tau_max) has both neighbours.
+    search = cmnd[..., tau_min - 2 :]
+    inner = search[..., 1:-1]
+    below = inner < threshold
+    voiced = below.any(dim=-1)
+    first = below.int().argmax(dim=-1, keepdim=True)
+    rising = search[..., 2:] >= inner
+    rising[..., -1] = True  # a dip still falling at tau_max ends there
+    positions = torch.arange(inner.shape[-1], device=frames.device)
+    k = ((positions >= first) & rising).int().argmax(dim=-1, keepdim=True)
+    y0, y1, y2 = search.gather(-1, k), search.gather(-1, k + 1), search.gather(-1, k + 2)
+    curvature = y0 - 2 * y1 + y2
+    shift = torch.where(curvature > 0, 0.5 * (y0 - y2) / curvature.clamp(min=1e-12), 0.0)
+    period = ((k + tau_min).to(frames.dtype) + shift.clamp(-1, 1)).squeeze(-1)
+    return torch.where(voiced, period, torch.nan), voiced
+
+
+def window_voice_features(
+    audio: np.ndarray,
+    sample_rate: int,
+    audio_start_s: float,
+    window_starts: np.ndarray,
+    config: VoiceFeaturesConfig,
+    *,
+    mfcc: torchaudio.transforms.MFCC | None = None,
+) -> dict[str, np.ndarray]:
+    """Voice features of the windows ``[s, s + config.window_s)`` for each s in window_starts.
+
+    ``audio`` is 1-D (any float dtype), its first sample at clip time ``audio_start_s``;
+    ``window_starts`` are clip times in seconds.  ``mfcc`` is a transform from
+    :func:`build_mfcc` for the same sample rate and config (built here when not given).
+
+    Returns float32 arrays keyed by the column names they fill: ``VOICE_SPEECH_RATIO``,
+    ``VOICE_PITCH_HZ``, ``VOICE_LOUDNESS_DB`` (each ``(n_windows,)``) and ``VOICE_MFCC``
+    (``(n_windows, config.n_mfcc)``).  Windows reaching past the audio use the samples that are
+    there; windows without any sample get speech ratio 0 and NaN otherwise; pitch is NaN
+    without speech frames, MFCC NaN without a complete 25 ms frame.  Non-finite samples count
+    as missing.  Raises ValueError on a non-finite ``audio_start_s`` or window start (a caller
+    bug).  See the module docstring for the methods.
+    """
+    starts = np.asarray(window_starts, dtype=np.float64).reshape(-1)
+    if not (math.isfinite(audio_start_s) and np.isfinite(starts).all()):
+        raise ValueError("audio_start_s and window_starts must be finite")
+    if mfcc is None:
+        mfcc = build_mfcc(sample_rate, config)
+    win_len = round(config.window_s * sample_rate)
+    frame_len = round(config.frame_s * sample_rate)
+    frame_hop = round(config.frame_hop_s * sample_rate)
+    tau_min = max(2, math.floor(sample_rate / config.pitch_max_hz))
+    tau_max = math.ceil(sample_rate / config.pitch_min_hz)
+
+    with torch.inference_mode():
+        samples = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32).reshape(-1))
+        offsets = torch.from_numpy(np.round((starts - audio_start_s) * sample_rate)).long()
+        index = offsets[:, None] + torch.arange(win_len)
+        present = (index >= 0) & (index < samples.numel())
+        window = (
+            samples[index.clamp(0, samples.numel() - 1)]
+            if samples.numel()
+            else torch.zeros(index.shape)
+        )
+        present &= torch.isfinite(window)
+        window = torch.where(present, window, 0.0)
+
+        n_present = present.sum(dim=-1)
+        mean_square = window.square().sum(dim=-1) / n_present.clamp(min=1)
+        loudness = 10 * torch.log10(mean_square.clamp(min=10 ** (LOUDNESS_FLOOR_DB / 10)))
+        loudness = torch.where(n_present > 0, loudness, torch.nan)
+
+        complete = present.unfold(-1, frame_len, frame_hop).all(dim=-1)
+        frames = window.unfold(-1, frame_len, frame_hop)
+        frame_db = 10 * torch.log10(frames.square().mean(dim=-1).clamp(min=1e-10))
+        # YIN compares each frame with the next tau_max + 1 samples.  Past the window's end
+        # those count as zeros, so a window depends on its own samples only, whatever the
+        # chunking; it only makes the last ~ 2 frames slightly less periodic.
+        lookahead = torch.nn.functional.pad(window, (0, tau_max + 1))
+        pitch_frames = lookahead.unfold(-1, frame_len + tau_max + 1, frame_hop)
+        period, voiced = _yin(pitch_frames, frame_len, tau_min, config.voicing_threshold)
+        speech = complete & voiced & (frame_db > config.speech_threshold_dbfs)
+        n_complete = complete.sum(dim=-1)
+        speech_ratio = speech.sum(dim=-1) / n_complete.clamp(min=1)
+        f0 = torch.where(speech, sample_rate / period, torch.nan)
+        pitch = torch.nanmedian(f0, dim=-1).values
+
+        cepstra = mfcc(window.unsqueeze(1)).squeeze(1)  # (n_windows, n_mfcc, n_frames)
+        weights = complete.to(cepstra.dtype).unsqueeze(1)
+        mfcc_mean = (cepstra * weights).sum(dim=-1) / n_complete.clamp(min=1).unsqueeze(-1)
+        mfcc_mean = torch.where((n_complete > 0).unsqueeze(-1), mfcc_mean, torch.nan)
+
+    return {
+        VOICE_SPEECH_RATIO: speech_ratio.numpy().astype(np.float32),
+        VOICE_PITCH_HZ: pitch.numpy().astype(np.float32),
+        VOICE_LOUDNESS_DB: loudness.numpy().astype(np.float32),
+        VOICE_MFCC: mfcc_mean.numpy().astype(np.float32),
+    }
+
+
+def _float_or_nan(value: object) -> float:
+    """A numpy batch holds a null float as NaN, or as None in an all-null (object) column."""
+    return math.nan if value is None else float(value)
+
+
+class VoiceFeatures:
+    """Ray Data ``map_batches`` step: chunk audio → voice features per window.
+
+    Apply with ``batch_format="numpy"``; the torchaudio transforms are built once per actor in
+    ``__init__`` from a :class:`VoiceFeaturesConfig` made on the driver.
+
+    * Reads, per chunk row: ``AUDIO`` (16 kHz mono float32 samples of any length, as an object
+      array of arrays or a 2-D array; ``None`` or empty where there are none),
+      ``AUDIO_START_S`` (clip time of ``AUDIO[0]``), ``CHUNK_START_S``, ``CHUNK_END_S``,
+      ``HAS_AUDIO``.
+    * Writes, per chunk row, one entry per analysis window whose start lies in
+      ``[CHUNK_START_S, CHUNK_END_S)`` on the grid ``k * hop_s`` (seconds from the clip's
+      t = 0): ``VOICE_WINDOW_START_S`` (float64), ``VOICE_SPEECH_RATIO``, ``VOICE_PITCH_HZ``,
+      ``VOICE_LOUDNESS_DB`` (float32) and ``VOICE_MFCC`` (float32, ``(n_windows, n_mfcc)``),
+      each as a 1-D object array holding one np.ndarray per row.  The decoder delivers
+      ``window_s - hop_s`` seconds of audio past the chunk end so the last windows complete.
+    * Drops ``AUDIO``: it is the heaviest column and no later stage needs the samples.  Every
+      other column passes through unchanged.
+    * Missing audio is missing, not silence: rows with ``HAS_AUDIO`` false or null, or without
+      samples, keep their window grid with every feature NaN, speech ratio included (the
+      timeline writes nulls).  Windows of a row with audio that hold no samples (past the end of
+      a short audio stream) get speech ratio 0 and NaN pitch, loudness and MFCC; non-finite
+      samples count as missing.  A row whose chunk bounds are null or not finite (an error row
+      without media) gets zero windows; a row with samples but no finite ``AUDIO_START_S`` is
+      treated as without audio and logged.  Nothing raises on bad data.
+    * Resources: CPU only, one core is plenty (vectorised torch: ~ 0.15 s of one core per
+      minute of audio, ~ 16 ms per 10 s chunk), a few MB per chunk beyond the batch itself.
+      The pipeline sets them through its ``StageResources`` (operators/resources.py).
+    """
+
+    def __init__(self, config: VoiceFeaturesConfig | None = None) -> None:
+        self.config = config if config is not None else VoiceFeaturesConfig()
+        self._mfcc = build_mfcc(SAMPLE_RATE, self.config)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cfg = self.config
+        columns: dict[str, list[np.ndarray]] = {
+            VOICE_WINDOW_START_S: [],
+            VOICE_SPEECH_RATIO: [],
+            VOICE_PITCH_HZ: [],
+            VOICE_LOUDNESS_DB: [],
+            VOICE_MFCC: [],
+        }
+        for i in range(len(batch[CHUNK_START_S])):
+            starts = hop_grid_starts(
+                _float_or_nan(batch[CHUNK_START_S][i]),
+                _float_or_nan(batch[CHUNK_END_S][i]),
+                cfg.hop_s,
+            )
+            audio = batch[AUDIO][i]
+            samples = (
+                np.empty(0, np.float32)
+                if audio is None
+                else np.asarray(audio, dtype=np.float32).reshape(-1)
+            )
+            audio_start_s = _float_or_nan(batch[AUDIO_START_S][i])
+            usable = bool(batch[HAS_AUDIO][i]) and samples.size > 0
+            if usable and not math.isfinite(audio_start_s):
+                # Samples without a time cannot be placed on the grid: a decoder bug, but one
+                # row's bug should not fail the whole block.
+                logger.warning(
+                    "chunk row %d has audio but no %s; features set to NaN", i, AUDIO_START_S
+                )
+                usable = False
+            if usable:
+                features = window_voice_features(
+                    samples, SAMPLE_RATE, audio_start_s, starts, cfg, mfcc=self._mfcc
+                )
+            else:
+                features = {
+                    VOICE_SPEECH_RATIO: np.full(starts.size, np.nan, dtype=np.float32),
+                    VOICE_PITCH_HZ: np.full(starts.size, np.nan, dtype=np.float32),
+                    VOICE_LOUDNESS_DB: np.full(starts.size, np.nan, dtype=np.float32),
+                    VOICE_MFCC: np.full((starts.size, cfg.n_mfcc), np.nan, dtype=np.float32),
+                }
+            features[VOICE_WINDOW_START_S] = starts
+            for name, values in columns.items():
+                values.append(features[name])
+        logger.debug(
+            "voice features for %d chunk rows, %d windows",
+            len(columns[VOICE_WINDOW_START_S]),
+            sum(starts.size for starts in columns[VOICE_WINDOW_START_S]),
+        )
+        out = {name: values for name, values in batch.items() if name != AUDIO}
+        out.update({name: ragged(values) for name, values in columns.items()})
+        return out

@@ -1,0 +1,99 @@
+"""Write: each clip's timeline and clip row as Parquet, one file per clip, atomically."""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
+
+from operators import schema as S
+from operators.io.files import join, remove, write_parquet_atomic
+
+logger = logging.getLogger(__name__)
+
+TIMELINES_DIR = "timelines"
+CLIPS_DIR = "clips"
+# Media facts that are meaningless when the probe never succeeded.
+_MEDIA_FACTS = (S.CONTAINER, S.VIDEO_CODEC, S.DURATION_S, S.FPS, S.WIDTH, S.HEIGHT, S.ROTATION,
+                S.HAS_AUDIO)
+
+
+class WriterConfig(BaseModel):
+    """Where outputs go and the run-level facts stamped on every clip row."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    out: str
+    storage_options: dict[str, dict]
+    run_id: str
+    detector: str
+    face_model: str
+
+
+def timeline_uri(out: str, clip_id: str) -> str:
+    return join(out, TIMELINES_DIR, f"{clip_id}.parquet")
+
+
+def clip_uri(out: str, clip_id: str) -> str:
+    return join(out, CLIPS_DIR, f"{clip_id}.parquet")
+
+
+def _clean(value):
+    """Internal placeholders (NaN, "") become nulls in the written tables."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if value == "":
+        return None
+    return value
+
+
+class TimelineWriter:
+    """Ray Data ``map_batches`` function writing each clip's outputs.
+
+    Reads one row per clip: the ``CLIP_SCHEMA`` summary columns and ``TIMELINE``.  Writes
+    ``OUT/timelines/<clip_id>.parquet`` (``TIMELINE_SCHEMA``; removed when the clip has no
+    timeline, so a re-run never leaves a stale one) and ``OUT/clips/<clip_id>.parquet``
+    (``CLIP_SCHEMA``, one row).  File names derive from the clip id, so re-running the same
+    inputs replaces rows instead of duplicating them; each file is written atomically, the
+    timeline before the clip row, so a clip row always describes a complete timeline.
+    Returns the clip rows (``CLIP_SCHEMA``).  Storage errors raise: they are infrastructure
+    faults for Ray to retry, not clip data errors.  Resources: 1 CPU, I/O-bound.
+    """
+
+    def __init__(self, config: WriterConfig):
+        self.config = config
+
+    def _clip_row(self, row: dict) -> dict:
+        failed_probe = row[S.DURATION_S] is None or (
+            isinstance(row[S.DURATION_S], float) and math.isnan(row[S.DURATION_S]))
+        clean = {k: _clean(v) for k, v in row.items() if k != S.TIMELINE}
+        if failed_probe:
+            clean.update(dict.fromkeys(_MEDIA_FACTS))
+        clean[S.RUN_ID] = self.config.run_id
+        clean[S.DETECTOR] = self.config.detector if clean.get(S.FRAMES_SAMPLED) else None
+        clean[S.FACE_MODEL] = self.config.face_model if clean.get(S.FACE_TRACKS) else None
+        clean[S.PROCESSED_AT] = datetime.now(UTC)
+        return {field.name: clean.get(field.name) for field in S.CLIP_SCHEMA}
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        clip_rows = []
+        summaries = batch.drop_columns([S.TIMELINE]).to_pylist()
+        for i, row in enumerate(summaries):
+            clip_id = row[S.CLIP_ID]
+            if len(batch.column(S.TIMELINE)[i]):
+                flat = pa.Table.from_struct_array(pc.list_flatten(batch.column(S.TIMELINE)
+                                                                  .slice(i, 1)))
+                write_parquet_atomic(flat.cast(S.TIMELINE_SCHEMA),
+                                     timeline_uri(self.config.out, clip_id),
+                                     self.config.storage_options)
+            else:
+                remove(timeline_uri(self.config.out, clip_id), self.config.storage_options)
+            clip_row = self._clip_row(row)
+            write_parquet_atomic(pa.Table.from_pylist([clip_row], schema=S.CLIP_SCHEMA),
+                                 clip_uri(self.config.out, clip_id), self.config.storage_options)
+            clip_rows.append(clip_row)
+        return pa.Table.from_pylist(clip_rows, schema=S.CLIP_SCHEMA)

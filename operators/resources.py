@@ -1,0 +1,56 @@
+"""Per-operator resources, applied in one place.
+
+Each stage's config carries a :class:`StageResources`; :func:`apply_map_batches` turns it into
+the ``map_batches`` arguments so resource policy is never scattered over the pipeline code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray.data
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StageResources(BaseModel):
+    """Resources of one Ray Data stage.
+
+    ``actors`` is the actor-pool size for stateful (model-loading) stages: ``(min, max)``
+    lets the autoscaler grow the pool while work is queued.  ``num_gpus`` may be fractional
+    so several small-model actors share one GPU.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    batch_size: int | None = Field(None, ge=1)
+    actors: tuple[int, int] = (1, 2)
+
+    def map_batches_kwargs(self, *, stateful: bool) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"num_cpus": self.num_cpus, "batch_size": self.batch_size}
+        if self.num_gpus:
+            kwargs["num_gpus"] = self.num_gpus
+        if stateful:
+            kwargs["compute"] = ray.data.ActorPoolStrategy(
+                min_size=self.actors[0], max_size=self.actors[1]
+            )
+        return kwargs
+
+
+def apply_map_batches(
+    ds: ray.data.Dataset,
+    fn: Any,
+    resources: StageResources,
+    *,
+    batch_format: str = "numpy",
+    fn_constructor_kwargs: dict[str, Any] | None = None,
+) -> ray.data.Dataset:
+    """``ds.map_batches(fn)`` with ``resources``; a class ``fn`` runs in an actor pool."""
+    stateful = isinstance(fn, type)
+    return ds.map_batches(
+        fn,
+        batch_format=batch_format,
+        fn_constructor_kwargs=fn_constructor_kwargs if stateful else None,
+        **resources.map_batches_kwargs(stateful=stateful),
+    )

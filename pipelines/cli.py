@@ -1,0 +1,32 @@
+"""The ``emoray`` command: one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from infra.logs import setup_logging
+from pipelines.emotion_timeline import __main__ as timeline_job
+from pipelines.sample_media import __main__ as sample_job
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="emoray", description="Emotion timelines from usability-test recordings, on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="recordings -> per-clip emotion timelines (Parquet)",
+                         description=timeline_job.__doc__)
+    timeline_job.add_arguments(run)
+    sample = sub.add_parser("sample", help="generate sample recordings (real faces, "
+                                           "synthetic speech) into a folder")
+    sample.add_argument("argv", nargs=argparse.REMAINDER,
+                        help="arguments of python -m pipelines.sample_media")
+    args = parser.parse_args(argv)
+    setup_logging()
+    if args.command == "run":
+        return timeline_job.run_from_args(args)
+    return sample_job.main(args.argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""``emoray run INPUT --out OUT``: recordings in, per-clip emotion timelines out (Parquet).
+
+Also runnable as ``python -m pipelines.emotion_timeline``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import ray
+
+from infra import ray_cluster
+from infra.logs import setup_logging
+from infra.storage import InputError, list_inputs
+from infra.tracking import log_job_results, resolve_model_file, tracked_run
+from models import face_emotion
+from operators import schema as S
+from operators.io.files import is_remote
+from operators.io.write_outputs import CLIPS_DIR, TIMELINES_DIR
+from pipelines.emotion_timeline.build import build
+from pipelines.emotion_timeline.config import TimelineJobConfig, load_config
+
+logger = logging.getLogger("emoray.run")
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a run did: the clip rows it wrote and its headline numbers."""
+
+    clips: pd.DataFrame
+    run_id: str
+    wall_s: float
+    video_s: float
+    stage_stats: str  # Ray Data's per-operator timing report of this execution
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.video_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    def summary_line(self) -> str:
+        counts = self.clips[S.STATUS].value_counts().to_dict()
+        ok = counts.get(S.Status.OK.value, 0)
+        detail = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        return (f"clips: {len(self.clips)} ({ok} ok; {detail}) | video {self.video_s:.1f} s | "
+                f"wall {self.wall_s:.1f} s | {self.realtime_factor:.1f}x real time")
+
+
+def _face_model(config: TimelineJobConfig, scratch: Path) -> tuple[str, bytes | None]:
+    """The face model's identifier and checkpoint bytes (None = shipped default)."""
+    if config.face_model is None:
+        return face_emotion.DEFAULT_MODEL, None
+    path = resolve_model_file(config.face_model, config.tracking, scratch)
+    name = face_emotion.load(path).name  # fail fast on the driver with a clear message
+    return f"{name} ({config.face_model})", path.read_bytes()
+
+
+def run(input_spec: str, out: str, config: TimelineJobConfig) -> JobResult:
+    """Run the job; every input ends as exactly one row of the returned clips table."""
+    started = time.perf_counter()
+    if not is_remote(out):
+        out = str(Path(out).resolve())
+    inputs = list_inputs(input_spec, config.storage, S.VIDEO_EXTENSIONS)
+    logger.info("%d recording(s) from %s -> %s", len(inputs), input_spec, out)
+    with tempfile.TemporaryDirectory(prefix="emoray-model-") as scratch:
+        face_model_name, checkpoint = _face_model(config, Path(scratch))
+    owns_ray = ray_cluster.connect(config.address, config.num_cpus)
+    try:
+        params = {"input": input_spec, "out": out, **config.model_dump(mode="json")}
+        with tracked_run(config.tracking, "timeline", params) as run_id:
+            ds = build(config, inputs, out, run_id=run_id, face_model_name=face_model_name,
+                       face_checkpoint=checkpoint, gpus=ray_cluster.cluster_has_gpus())
+            clips = ds.to_pandas()
+            _check_complete(inputs, clips)
+            wall = time.perf_counter() - started
+            video = float(clips[S.DURATION_S].fillna(0).sum())
+            result = JobResult(clips=clips, run_id=run_id, wall_s=wall, video_s=video,
+                               stage_stats=ds.stats())
+            counts = clips[S.STATUS].value_counts()
+            log_job_results(
+                {"clips": len(clips), "clips_ok": int(counts.get(S.Status.OK.value, 0)),
+                 "clips_failed": int(sum(v for k, v in counts.items() if k not in _USABLE)),
+                 "video_seconds": video, "wall_seconds": wall,
+                 "realtime_factor": result.realtime_factor},
+                {"clips": clips},
+            )
+    finally:
+        if owns_ray:
+            ray.shutdown()
+    return result
+
+
+# Statuses whose clips still have a timeline (possibly without one modality).
+_USABLE = {S.Status.OK.value, S.Status.NO_FACE.value, S.Status.NO_AUDIO.value,
+           S.Status.PARTIAL.value}
+
+
+def _check_complete(inputs, clips: pd.DataFrame) -> None:
+    expected = {ref.uri for ref in inputs}
+    got = list(clips[S.URI])
+    missing = expected - set(got)
+    if missing or len(got) != len(expected):
+        raise RuntimeError(
+            f"job lost track of inputs: {len(got)} clip rows for {len(expected)} inputs; "
+            f"missing: {sorted(missing)[:10]}"
+        )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="file, folder, glob, s3://bucket/prefix, or a manifest "
+                                      "(.txt/.lst one URI per line, .csv with a 'uri' column)")
+    parser.add_argument("--out", required=True, help="output folder or s3:// prefix")
+    parser.add_argument("--config", help="YAML config (see README)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config value, e.g. "
+                        "decode.sample_fps=10 (repeatable)")
+    parser.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: local sqlite "
+                                               "in ./mlruns)")
+    parser.add_argument("--face-model", help="face model: .pt/TorchScript file or MLflow URI "
+                                             "(models:/NAME@ALIAS)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.address:
+        overrides.append(f"address={args.address}")
+    if args.tracking_uri:
+        overrides.append(f"tracking.uri={args.tracking_uri}")
+    if args.face_model:
+        overrides.append(f"face_model={args.face_model}")
+    try:
+        config = load_config(args.config, overrides)
+        result = run(args.input, args.out, config)
+    except (InputError, ValueError, FileNotFoundError) as exc:
+        logger.error("%s", exc)
+        return 2
+    logger.info("%s", result.summary_line())
+    out = args.out if is_remote(args.out) else str(Path(args.out).resolve())
+    logger.info("timelines: %s/%s/  clips: %s/%s/  (MLflow run %s)", out, TIMELINES_DIR,
+                out, CLIPS_DIR, result.run_id)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="emoray run", description=__doc__)
+    add_arguments(parser)
+    setup_logging()
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The emotion-timeline job's data flow, on one screen.
+
+    inputs ─ stage ─ probe ─ decode ──┬─ voice ─ detect faces ─ face emotion ─┐
+    (1 row/clip)  (fused: 1 task per clip) (chunk rows)                        │
+                                                     groupby clip ─ timeline ─ write ─ clip rows
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray.data
+
+from infra.storage import InputRef, clip_id_for
+from operators import schema as S
+from operators.audio.voice_features import VoiceFeatures
+from operators.fusion.build_timeline import BuildTimeline
+from operators.io.decode_frames import make_decode_fn
+from operators.io.probe_media import make_probe_fn
+from operators.io.stage_input import make_stage_fn
+from operators.io.write_outputs import TimelineWriter, WriterConfig
+from operators.resources import apply_map_batches
+from operators.vision.detect_faces import DETECTOR_NAME, FaceDetector
+from operators.vision.face_emotion import FaceEmotion, FaceEmotionConfig
+from pipelines.emotion_timeline.config import TimelineJobConfig
+
+
+def input_rows(inputs: list[InputRef]) -> list[dict[str, Any]]:
+    """The job's first rows: one per input, nothing known yet but its identity."""
+    return [
+        {S.CLIP_ID: clip_id_for(ref.uri), S.URI: ref.uri,
+         S.SIZE_BYTES: -1 if ref.size_bytes is None else ref.size_bytes,
+         S.STATUS: "", S.ERROR: "", S.STAGE_SECONDS: 0.0}
+        for ref in inputs
+    ]
+
+
+def build(
+    config: TimelineJobConfig,
+    inputs: list[InputRef],
+    out: str,
+    *,
+    run_id: str,
+    face_model_name: str,
+    face_checkpoint: bytes | None,
+    gpus: bool,
+) -> ray.data.Dataset:
+    """The lazy dataset of written clip rows (``CLIP_SCHEMA``); consuming it runs the job."""
+    storage_options = config.storage.storage_options()
+    res = config.resources
+    detector_res, emotion_res = res.detector, res.emotion
+    if gpus:
+        detector_res = detector_res.model_copy(update={"num_gpus": res.gpu_share})
+        emotion_res = emotion_res.model_copy(update={"num_gpus": res.gpu_share})
+
+    # One block per clip: clips are the unit of parallelism before decoding fans them out.
+    ds = ray.data.from_items(input_rows(inputs), override_num_blocks=len(inputs))
+    decode_args = {"num_cpus": res.decode.num_cpus}
+    ds = ds.map(make_stage_fn(storage_options, config.staging_dir), **decode_args)
+    ds = ds.map(make_probe_fn(), **decode_args)
+    ds = ds.flat_map(make_decode_fn(config.decode), **decode_args)
+    # An instance (not the class) runs as stateless tasks: no actor holds a CPU idle.
+    ds = apply_map_batches(ds, VoiceFeatures(config.voice), res.voice)
+    ds = apply_map_batches(ds, FaceDetector, detector_res,
+                           fn_constructor_kwargs={"config": config.detector})
+    ds = apply_map_batches(ds, FaceEmotion, emotion_res, fn_constructor_kwargs={
+        "config": FaceEmotionConfig(checkpoint=face_checkpoint)})
+    ds = ds.groupby(S.CLIP_ID).map_groups(
+        BuildTimeline(config.timeline, config.voice.min_speech_ratio), batch_format="numpy", num_cpus=res.timeline.num_cpus)
+    writer = TimelineWriter(WriterConfig(
+        out=out, storage_options=storage_options, run_id=run_id,
+        detector=_detector_name(config), face_model=face_model_name))
+    return apply_map_batches(ds, writer, res.writer, batch_format="pyarrow")
+
+
+def _detector_name(config: TimelineJobConfig) -> str:
+    return f"{DETECTOR_NAME}(min_face={config.detector.min_face_size})"

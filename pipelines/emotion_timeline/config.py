@@ -1,0 +1,106 @@
+"""Configuration of the emotion-timeline job: one typed tree, from YAML and ``--set`` overrides."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from infra.storage import StorageConfig
+from infra.tracking import TrackingConfig
+from operators.audio.voice_features import VoiceFeaturesConfig
+from operators.fusion.build_timeline import TimelineConfig
+from operators.io.decode_frames import DecodeConfig
+from operators.resources import StageResources
+from operators.vision.detect_faces import FaceDetectorConfig
+
+
+class ResourcesConfig(BaseModel):
+    """Resources per stage (see ``operators.resources``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Staging, probing and decoding fuse into one task per clip: 1 CPU for decord + ffmpeg.
+    decode: StageResources = StageResources(num_cpus=1)
+    # Voice features are cheap numpy/torch on 16 kHz audio: one chunk row per call.
+    voice: StageResources = StageResources(num_cpus=1, batch_size=1)
+    # MTCNN dominates the cost: one chunk (50 frames) per call, a pool that can grow to the
+    # CPUs free; on GPU nodes "gpu_share" of a GPU per actor instead (see `detector_gpu_share`).
+    detector: StageResources = StageResources(num_cpus=1, batch_size=1, actors=(1, 2))
+    # The emotion CNN is tiny: a light actor (half a CPU) batching several chunks' faces.
+    emotion: StageResources = StageResources(num_cpus=0.5, batch_size=4, actors=(1, 1))
+    # Timeline building and writing are per clip, on small rows.
+    timeline: StageResources = StageResources(num_cpus=1)
+    writer: StageResources = StageResources(num_cpus=1, batch_size=8)
+    # Share of one GPU per detector/emotion actor when the cluster has GPUs: MTCNN at
+    # 640 px uses a fraction of a modern GPU, so four actors share one.
+    gpu_share: float = Field(0.25, gt=0, le=1)
+
+
+class TimelineJobConfig(BaseModel):
+    """Everything the ``emoray run`` job needs besides INPUT and OUT."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # The analysis grid, shared by decoding, voice features and the timeline.
+    window_s: float = Field(1.0, gt=0)
+    hop_s: float = Field(0.5, gt=0)
+    # Face-emotion model: None = the shipped FER2013 network; else a local .pt / TorchScript
+    # file or an MLflow URI (models:/NAME@ALIAS, runs:/ID/PATH).
+    face_model: str | None = None
+    address: str | None = None  # Ray cluster; None starts a local Ray
+    num_cpus: int | None = None  # local Ray only; None = all cores
+    # Node-local folder where remote inputs are staged for the decoders (deleted per clip).
+    staging_dir: str = str(Path(tempfile.gettempdir()) / "emoray-staging")
+    storage: StorageConfig = StorageConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    decode: DecodeConfig = DecodeConfig()
+    detector: FaceDetectorConfig = FaceDetectorConfig()
+    voice: VoiceFeaturesConfig = VoiceFeaturesConfig()
+    timeline: TimelineConfig = TimelineConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _share_grid(cls, data: Any) -> Any:
+        """Copy the top-level window/hop into the stages; refuse a stage-level override."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        grid = {k: data.get(k, cls.model_fields[k].default) for k in ("window_s", "hop_s")}
+        for stage in ("decode", "voice", "timeline"):
+            section = dict(data.get(stage) or {})
+            clash = [k for k in grid if k in section and section[k] != grid[k]]
+            if clash:
+                raise ValueError(
+                    f"set {', '.join(clash)} at the top level, not in '{stage}': "
+                    "decoding, voice and timeline must share one analysis grid"
+                )
+            data[stage] = {**section, **grid}
+        return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None
+                ) -> TimelineJobConfig:
+    """Read a YAML config (optional) and apply ``key.sub=value`` overrides (YAML values)."""
+    data: dict[str, Any] = {}
+    if path:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"config {path} must be a YAML mapping, got {type(loaded).__name__}")
+        data = loaded or {}
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} must look like key.sub=value")
+        node = data
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a section")
+        node[leaf] = yaml.safe_load(raw)
+    return TimelineJobConfig.model_validate(data)

@@ -1,0 +1,109 @@
+"""Benchmark: the timeline job on a generated webcam-style recording (run on demand).
+
+    .venv/bin/python tests/benchmarks/bench_timeline.py [--minutes 2] [--json out.json]
+
+Prints the real-time factor (video seconds per wall second), Ray Data's per-stage times and
+the peak resident memory of the driver plus all Ray worker processes (sampled every 0.2 s).
+Not part of the test command: timings belong here, not in unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from pipelines.sample_media.build import make_webcam_recording
+
+from infra.logs import setup_logging
+from pipelines.emotion_timeline.__main__ import run
+from pipelines.emotion_timeline.config import load_config
+
+logger = logging.getLogger("bench")
+
+
+class PeakRSS:
+    """Peak summed RSS of this process and its descendants (Ray's raylet, workers, …)."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.peak = interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.peak = max(self.peak, total)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def stage_times(stats: str) -> dict[str, float]:
+    """Total wall seconds per operator from Ray Data's stats report."""
+    times, current = {}, None
+    for line in stats.splitlines():
+        header = re.match(r"\s*Operator \d+ (.+?): ", line)
+        if header:
+            current = header.group(1)
+        wall = re.search(r"Remote wall time: .*?([\d.]+)(ms|s|us) total", line)
+        if current and wall:
+            value = float(wall.group(1)) * {"s": 1, "ms": 1e-3, "us": 1e-6}[wall.group(2)]
+            times[current] = times.get(current, 0.0) + value
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    setup_logging("WARNING")
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "in" / "webcam.mp4"
+        clip.parent.mkdir()
+        started = time.perf_counter()
+        make_webcam_recording(clip, args.minutes * 60)
+        generate_s = time.perf_counter() - started
+        config = load_config(None, ["tracking.enabled=false", *args.overrides])
+        with PeakRSS() as rss:
+            result = run(str(clip.parent), str(Path(tmp) / "out"), config)
+    stages = stage_times(result.stage_stats)
+    report = {
+        "video_s": result.video_s, "wall_s": round(result.wall_s, 2),
+        "realtime_factor": round(result.realtime_factor, 2),
+        "peak_rss_mib": round(rss.peak / 2**20), "status": result.clips["status"].tolist(),
+        "stage_wall_s": {k: round(v, 2) for k, v in stages.items()},
+        "generate_s": round(generate_s, 1), "overrides": args.overrides,
+    }
+    total = sum(stages.values()) or 1.0
+    print(f"video {report['video_s']:.0f} s | wall {report['wall_s']:.1f} s | "
+          f"{report['realtime_factor']:.2f}x real time | peak RSS {report['peak_rss_mib']} MiB")
+    for name, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<60} {seconds:8.1f} s  {100 * seconds / total:5.1f}%")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Timeline assembly from chunk rows: windows, tracks, nulls, smoothing and status."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from operators import schema as S
+from operators.batches import ragged
+from operators.fusion.build_timeline import (
+    CIRCUMPLEX,
+    BuildTimeline,
+    TimelineConfig,
+    circumplex_va,
+    median_smooth,
+)
+
+HAPPY = np.eye(7, dtype=np.float32)[S.EMOTIONS.index("happy")]
+SAD = np.eye(7, dtype=np.float32)[S.EMOTIONS.index("sad")]
+
+
+def _chunks(n_chunks=2, chunk_s=2.0, fps=5, face=lambda t: True, has_audio=True,
+            status=("", "")):
+    """Chunk rows as the face-emotion stage hands them over."""
+    cols = {k: [] for k in (S.CLIP_ID, S.URI, S.SIZE_BYTES, S.STATUS, S.ERROR, S.CONTAINER,
+                            S.VIDEO_CODEC, S.DURATION_S, S.FPS, S.WIDTH, S.HEIGHT, S.ROTATION,
+                            S.HAS_AUDIO, S.CHUNK_INDEX, S.CHUNK_START_S, S.CHUNK_END_S,
+                            S.FRAME_TS, S.FACE_FRAME, S.FACE_BOX, S.FACE_SCORE, S.FACE_PROBS,
+                            S.VOICE_WINDOW_START_S, S.VOICE_SPEECH_RATIO, S.VOICE_PITCH_HZ,
+                            S.VOICE_LOUDNESS_DB, S.VOICE_MFCC, S.STAGE_SECONDS)}
+    for c in reversed(range(n_chunks)):  # out of order on purpose
+        start, end = c * chunk_s, (c + 1) * chunk_s
+        ts = np.arange(start * fps, end * fps) / fps
+        frames = np.array([i for i, t in enumerate(ts) if face(t)], np.int32)
+        vs = np.arange(start, end, 0.5)
+        speech = np.where((vs >= 1.0) & (vs < 3.0), 0.6, 0.0).astype(np.float32)
+        for key, value in {
+            S.CLIP_ID: "clip", S.URI: "/x.mp4", S.SIZE_BYTES: 10, S.STATUS: status[c],
+            S.ERROR: "", S.CONTAINER: "mp4", S.VIDEO_CODEC: "h264",
+            S.DURATION_S: n_chunks * chunk_s, S.FPS: 25.0, S.WIDTH: 640.0, S.HEIGHT: 480.0,
+            S.ROTATION: 0.0, S.HAS_AUDIO: has_audio, S.CHUNK_INDEX: c, S.CHUNK_START_S: start,
+            S.CHUNK_END_S: end, S.FRAME_TS: ts, S.FACE_FRAME: frames,
+            S.FACE_BOX: np.tile(np.float32([100, 100, 200, 200]), (len(frames), 1)),
+            S.FACE_SCORE: np.ones(len(frames), np.float32),
+            S.FACE_PROBS: np.tile(HAPPY, (len(frames), 1)),
+            S.VOICE_WINDOW_START_S: vs,
+            S.VOICE_SPEECH_RATIO: speech if has_audio else np.full(len(vs), np.nan, np.float32),
+            S.VOICE_PITCH_HZ: np.full(len(vs), 150, np.float32),
+            S.VOICE_LOUDNESS_DB: np.full(len(vs), -20, np.float32),
+            S.VOICE_MFCC: np.zeros((len(vs), S.N_MFCC), np.float32),
+            S.STAGE_SECONDS: 0.5,
+        }.items():
+            cols[key].append(value)
+    return {k: (ragged(v) if isinstance(v[0], np.ndarray) else np.asarray(v))
+            for k, v in cols.items()}
+
+
+def _build(batch, **config):
+    table = BuildTimeline(TimelineConfig(**config), min_speech_ratio=0.15)(batch)
+    assert table.num_rows == 1
+    timeline = pa.Table.from_struct_array(table.column(S.TIMELINE).combine_chunks().flatten())
+    return table.drop_columns([S.TIMELINE]).to_pylist()[0], timeline.to_pandas()
+
+
+def test_face_and_voice_windows():
+    summary, tl = _build(_chunks())
+    assert summary[S.STATUS] == "ok" and summary[S.ERROR] is None
+    assert summary[S.WINDOWS] == 8 and len(tl) == 8  # 4 s on a 0.5 s hop, one track
+    assert (tl[S.TRACK_ID] == 0).all() and tl[S.FACE_PRESENT].all()
+    assert (tl[S.DOMINANT_EMOTION] == "happy").all()
+    assert tl[S.VALENCE].iloc[0] == pytest.approx(CIRCUMPLEX["happy"][0])
+    assert tl[S.SPEECH_PRESENT].tolist() == [False, False, True, True, True, True, False, False]
+    assert summary[S.FACE_COVERAGE] == 1.0 and summary["share_happy"] == 1.0
+    assert summary[S.PROCESSING_S] >= 1.0
+    assert tl[S.WINDOW_END_S].max() == 4.0
+
+
+def test_absent_face_windows_stay_null():
+    summary, tl = _build(_chunks(face=lambda t: t < 2.0), median_windows=1)
+    absent = tl[~tl[S.FACE_PRESENT]]
+    assert len(absent) > 0
+    assert absent["p_happy"].isna().all() and absent[S.DOMINANT_EMOTION].isna().all()
+    assert absent[S.VALENCE].isna().all() and absent[S.TRACK_ID].eq(0).all()
+    assert summary[S.FACE_COVERAGE] == pytest.approx(0.5)
+
+
+def test_no_face_clip_keeps_windows_with_null_track():
+    summary, tl = _build(_chunks(face=lambda t: False))
+    assert summary[S.STATUS] == "no_face" and "no face" in summary[S.ERROR]
+    assert len(tl) == 8 and tl[S.TRACK_ID].isna().all() and not tl[S.FACE_PRESENT].any()
+    assert tl[S.SPEECH_PRESENT].notna().all()
+
+
+def test_no_audio_clip_has_null_voice():
+    summary, tl = _build(_chunks(has_audio=False))
+    assert summary[S.STATUS] == "no_audio"
+    assert tl[S.SPEECH_PRESENT].isna().all() and tl[S.SPEECH_RATIO].isna().all()
+    assert summary[S.SPEECH_COVERAGE] is None
+
+
+def test_upstream_failure_wins():
+    summary, _ = _build(_chunks(status=("", "partial")))
+    assert summary[S.STATUS] == "partial"
+
+
+def test_median_smoothing_removes_a_one_window_blip_but_not_gaps():
+    values = np.tile(HAPPY, (7, 1))
+    values[3] = SAD
+    present = np.ones(7, bool)
+    present[6] = False
+    out = median_smooth(values, present, 3)
+    assert np.argmax(out[3]) == S.EMOTIONS.index("happy")
+    assert np.isnan(out[6]).all()
+
+
+def test_circumplex_is_a_weighted_mean():
+    probs = np.stack([HAPPY, SAD, (HAPPY + SAD) / 2])
+    valence, arousal = circumplex_va(probs)
+    assert valence[2] == pytest.approx((valence[0] + valence[1]) / 2)
+    assert valence[0] > 0 > valence[1] and arousal[0] > 0 > arousal[1]

@@ -1,0 +1,155 @@
+"""The timeline job end to end: local Ray, inputs and outputs on a real S3 server on
+127.0.0.1, runs logged to a real MLflow server, on the generated fixture recordings."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+import pytest
+import s3fs
+
+from operators import schema as S
+from pipelines.emotion_timeline.__main__ import run
+from pipelines.emotion_timeline.config import load_config
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "recordings"
+
+
+@pytest.fixture(scope="module")
+def job(media, s3_endpoint, mlflow_server, ray_local):
+    """Upload the fixture media, run the job twice over S3, return what it wrote."""
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket=BUCKET)
+    for name, path in media.items():
+        # a space and a non-ASCII letter in one key, as users name their files
+        key = f"in/session 1/{path.name}" if name != "face_speech" else f"in/Jürgen {path.name}"
+        s3.upload_file(str(path), BUCKET, key)
+    config = load_config(None, [f"storage.endpoint_url={s3_endpoint}",
+                                f"tracking.uri={mlflow_server}",
+                                "tracking.experiment=e2e"])
+    first = run(f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", config)
+    second = run(f"s3://{BUCKET}/in", f"s3://{BUCKET}/out", config)
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    timelines = pads.dataset(f"{BUCKET}/out/timelines", filesystem=fs, format="parquet")
+    clips = pads.dataset(f"{BUCKET}/out/clips", filesystem=fs, format="parquet")
+    truth = json.loads((media["face_speech"].parent / "cases.json").read_text())
+    return {"first": first, "second": second, "timelines": timelines, "clips": clips,
+            "truth": truth, "fs": fs}
+
+
+def _clip(job, case: str) -> pd.Series:
+    clips = job["second"].clips
+    row = clips[clips[S.URI].str.endswith(f"{case}.mp4")]
+    assert len(row) == 1, f"expected one clip row for {case}"
+    return row.iloc[0]
+
+
+def _timeline(job, case: str) -> pd.DataFrame:
+    tl = job["timelines"].to_table().to_pandas()
+    return tl[tl[S.URI].str.endswith(f"{case}.mp4")].sort_values(
+        [S.TRACK_ID, S.WINDOW_INDEX], na_position="first")
+
+
+def test_every_input_has_exactly_one_expected_status(job, media):
+    clips = job["clips"].to_table().to_pandas()
+    assert len(clips) == len(media) and clips[S.CLIP_ID].is_unique
+    for case, spec in job["truth"].items():
+        row = _clip(job, case.removesuffix(".mp4"))
+        assert row[S.STATUS] == spec["expected_status"], (case, row[S.ERROR])
+        if spec["expected_status"] != "ok":
+            assert row[S.ERROR], f"{case}: a non-ok status needs a message"
+
+
+def test_written_parquet_has_the_declared_schemas(job):
+    assert job["timelines"].schema == S.TIMELINE_SCHEMA
+    assert job["clips"].schema == S.CLIP_SCHEMA
+
+
+def test_second_run_replaced_rows_instead_of_duplicating(job):
+    tl = job["timelines"].to_table().to_pandas()
+    keys = tl[[S.CLIP_ID, S.TRACK_ID, S.WINDOW_INDEX]].astype(str).agg("/".join, axis=1)
+    assert keys.is_unique
+    assert len(job["fs"].ls(f"{BUCKET}/out/clips")) == len(job["truth"])
+    assert job["first"].run_id != job["second"].run_id
+    assert set(job["clips"].to_table().column(S.RUN_ID).to_pylist()) == {job["second"].run_id}
+
+
+def test_astronaut_participant_is_happy_and_always_seen(job):
+    row = _clip(job, "face_speech")
+    assert row[S.DOMINANT_EMOTION] == "happy"
+    assert row["share_happy"] > 0.8
+    assert row[S.FACE_COVERAGE] > 0.95
+    tl = _timeline(job, "face_speech")
+    participant = tl[tl[S.IS_PARTICIPANT].fillna(False)]
+    assert participant[S.FACE_PRESENT].mean() > 0.95
+    assert (participant[S.VALENCE].dropna() > 0.3).mean() > 0.8
+    assert (participant[S.VA_SOURCE].dropna() == "circumplex_from_face_probs").all()
+
+
+def test_face_coverage_is_zero_without_a_face(job):
+    row = _clip(job, "no_face")
+    assert row[S.FACE_COVERAGE] == 0 and row[S.FACE_TRACKS] == 0
+    tl = _timeline(job, "no_face")
+    assert len(tl) > 0 and tl[S.TRACK_ID].isna().all() and not tl[S.FACE_PRESENT].any()
+    assert tl["p_happy"].isna().all()
+
+
+def test_face_leaving_leaves_null_windows(job):
+    spec = job["truth"]["face_then_noface.mp4"]
+    face_end = max(end for _, end in spec["face_intervals"])
+    tl = _timeline(job, "face_then_noface")
+    participant = tl[tl[S.TRACK_ID] == 0]
+    late = participant[participant[S.WINDOW_START_S] > face_end + 0.5]
+    early = participant[participant[S.WINDOW_END_S] < face_end - 0.5]
+    assert len(late) and not late[S.FACE_PRESENT].any() and late["p_happy"].isna().all()
+    assert early[S.FACE_PRESENT].all()
+
+
+def test_speech_present_only_where_speech_is(job):
+    for case in ("face_speech", "no_face", "two_faces"):
+        spec = job["truth"][f"{case}.mp4"]
+        windows = _timeline(job, case).drop_duplicates(S.WINDOW_INDEX)
+        inside = np.zeros(len(windows), bool)
+        touching = np.zeros(len(windows), bool)
+        for start, end in spec["speech_intervals"]:
+            inside |= (windows[S.WINDOW_START_S] >= start) & (windows[S.WINDOW_END_S] <= end)
+            touching |= (windows[S.WINDOW_START_S] < end) & (windows[S.WINDOW_END_S] > start)
+        assert inside.any()
+        assert windows[S.SPEECH_PRESENT][inside].all(), case
+        assert not windows[S.SPEECH_PRESENT][~touching].any(), case
+    silent = _timeline(job, "face_silence")
+    assert not silent[S.SPEECH_PRESENT].any() and silent[S.SPEECH_PRESENT].notna().all()
+
+
+def test_two_faces_make_two_tracks_participant_larger(job):
+    row = _clip(job, "two_faces")
+    assert row[S.FACE_TRACKS] == 2
+    tl = _timeline(job, "two_faces")
+    boxes = {t: np.stack(g[S.BOX].dropna().to_numpy()) for t, g in tl.groupby(S.TRACK_ID)}
+    area = {t: np.mean((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])) for t, b in boxes.items()}
+    assert area[0] > area[1]
+
+
+def test_no_audio_clip_has_faces_and_null_voice(job):
+    row = _clip(job, "no_audio")
+    assert not bool(row[S.HAS_AUDIO])
+    tl = _timeline(job, "no_audio")
+    assert tl[S.FACE_PRESENT].all() and tl[S.SPEECH_PRESENT].isna().all()
+
+
+def test_run_is_logged_to_mlflow(job, mlflow_server):
+    mlflow.set_tracking_uri(mlflow_server)
+    run = mlflow.get_run(job["second"].run_id)
+    assert run.data.metrics["clips"] == len(job["truth"])
+    assert run.data.metrics["realtime_factor"] > 0
+    assert run.data.params["decode.sample_fps"] == "5.0"
+    artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)]
+    assert "clips.parquet" in artifacts
+    assert job["second"].summary_line().startswith(f"clips: {len(job['truth'])}")
