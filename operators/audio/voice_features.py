@@ -203,7 +203,8 @@ def window_voice_features(
     tau_max = math.ceil(sample_rate / config.pitch_min_hz)
 
     with torch.inference_mode():
-        samples = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32).reshape(-1))
+        # A copy: Ray hands batches out as read-only views of its object store.
+        samples = torch.tensor(np.asarray(audio, dtype=np.float32).reshape(-1))
         offsets = torch.from_numpy(np.round((starts - audio_start_s) * sample_rate)).long()
         index = offsets[:, None] + torch.arange(win_len)
         present = (index >= 0) & (index < samples.numel())

@@ -119,7 +119,7 @@ class BuildTimeline:
         hop = self.config.hop_s
         starts = np.concatenate([
             np.arange(np.ceil(s / hop - 1e-9), np.ceil(e / hop - 1e-9)) * hop for s, e in decoded
-        ]) if decoded else np.zeros(0)
+        ]) + 0.0 if decoded else np.zeros(0)  # + 0.0 turns ceil's -0.0 into 0.0
         duration = max((e for _, e in decoded), default=0.0)
         ends = np.minimum(starts + self.config.window_s, duration)
 
@@ -261,3 +261,13 @@ def _absent_face(track: int | None) -> dict[str, Any]:
         **dict.fromkeys(S.PROB_COLUMNS), S.DOMINANT_EMOTION: None, S.VALENCE: None,
         S.AROUSAL: None, S.VA_SOURCE: None, S.FUSION_MODE: None,
     }
+
+
+def make_timeline_fn(config: TimelineConfig, min_speech_ratio: float):
+    """``map_groups`` needs a named function: wrap :class:`BuildTimeline` in one."""
+    builder = BuildTimeline(config, min_speech_ratio)
+
+    def build_timeline(batch: dict[str, np.ndarray]) -> pa.Table:
+        return builder(batch)
+
+    return build_timeline

@@ -24,9 +24,11 @@ class ProbeError(Exception):
         self.message = message
 
 
-def _stderr_tail(exc: ffmpeg.Error, lines: int = 2) -> str:
-    text = (exc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-    return " | ".join(text[-lines:]) if text else "no diagnostic from ffprobe"
+def _stderr_tail(exc: ffmpeg.Error, path: Path, lines: int = 2) -> str:
+    """ffprobe's last words, without the local (possibly staged temporary) path."""
+    text = (exc.stderr or b"").decode("utf-8", "replace").replace(f"{path}: ", "")
+    kept = text.strip().splitlines()[-lines:]
+    return " | ".join(kept) if kept else "no diagnostic from ffprobe"
 
 
 def _looks_like_text(path: Path) -> bool:
@@ -74,7 +76,7 @@ def probe_media(path: Path) -> dict[str, Any]:
         if _looks_like_text(path):
             raise ProbeError(S.Status.NOT_VIDEO, "file is text, not a video") from exc
         raise ProbeError(
-            S.Status.DECODE_ERROR, f"unreadable container: {_stderr_tail(exc)}"
+            S.Status.DECODE_ERROR, f"unreadable container: {_stderr_tail(exc, path)}"
         ) from exc
     streams = info.get("streams", [])
     video = [s for s in streams if s.get("codec_type") == "video"

@@ -153,13 +153,15 @@ class FaceDetector:
         outputs: dict[str, list[np.ndarray]] = {
             c: [] for c in (S.FACE_FRAME, S.FACE_BOX, S.FACE_SCORE, S.FACE_CROPS)
         }
+        seconds = np.array(batch[S.STAGE_SECONDS], dtype=np.float64)  # batches are read-only
         for i, frames in enumerate(batch[S.FRAMES]):
             started = time.perf_counter()
             result = self.process_chunk(np.asarray(frames))
             for column, value in result.items():
                 outputs[column].append(value)
-            batch[S.STAGE_SECONDS][i] += time.perf_counter() - started
+            seconds[i] += time.perf_counter() - started
         del batch[S.FRAMES]
+        batch[S.STAGE_SECONDS] = seconds
         for column, values in outputs.items():
             batch[column] = ragged(values)
         return batch

@@ -14,7 +14,7 @@ import ray.data
 from infra.storage import InputRef, clip_id_for
 from operators import schema as S
 from operators.audio.voice_features import VoiceFeatures
-from operators.fusion.build_timeline import BuildTimeline
+from operators.fusion.build_timeline import make_timeline_fn
 from operators.io.decode_frames import make_decode_fn
 from operators.io.probe_media import make_probe_fn
 from operators.io.stage_input import make_stage_fn
@@ -23,6 +23,9 @@ from operators.resources import apply_map_batches
 from operators.vision.detect_faces import DETECTOR_NAME, FaceDetector
 from operators.vision.face_emotion import FaceEmotion, FaceEmotionConfig
 from pipelines.emotion_timeline.config import TimelineJobConfig
+
+
+_MAX_SHUFFLE_PARTITIONS = 64
 
 
 def input_rows(inputs: list[InputRef]) -> list[dict[str, Any]]:
@@ -65,8 +68,11 @@ def build(
                            fn_constructor_kwargs={"config": config.detector})
     ds = apply_map_batches(ds, FaceEmotion, emotion_res, fn_constructor_kwargs={
         "config": FaceEmotionConfig(checkpoint=face_checkpoint)})
-    ds = ds.groupby(S.CLIP_ID).map_groups(
-        BuildTimeline(config.timeline, config.voice.min_speech_ratio), batch_format="numpy", num_cpus=res.timeline.num_cpus)
+    # One shuffle partition per clip up to a bound: Ray's default (200) is pure overhead
+    # for a handful of clips.
+    partitions = max(1, min(len(inputs), _MAX_SHUFFLE_PARTITIONS))
+    ds = ds.groupby(S.CLIP_ID, num_partitions=partitions).map_groups(
+        make_timeline_fn(config.timeline, config.voice.min_speech_ratio), batch_format="numpy", num_cpus=res.timeline.num_cpus)
     writer = TimelineWriter(WriterConfig(
         out=out, storage_options=storage_options, run_id=run_id,
         detector=_detector_name(config), face_model=face_model_name))

@@ -23,18 +23,21 @@ class ResourcesConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # Staging, probing and decoding fuse into one task per clip: 1 CPU for decord + ffmpeg.
-    decode: StageResources = StageResources(num_cpus=1)
+    # CPU figures are Ray's scheduling shares, not thread counts.  They are sized so that the
+    # long-lived actors (detector 1 + emotion 0.25) leave room for decoding even on a
+    # 2-CPU machine; larger numbers deadlock small nodes (actors hold their CPUs).
+    # Staging, probing and decoding fuse into one task per clip (decord + one ffmpeg).
+    decode: StageResources = StageResources(num_cpus=0.5)
     # Voice features are cheap numpy/torch on 16 kHz audio: one chunk row per call.
-    voice: StageResources = StageResources(num_cpus=1, batch_size=1)
-    # MTCNN dominates the cost: one chunk (50 frames) per call, a pool that can grow to the
-    # CPUs free; on GPU nodes "gpu_share" of a GPU per actor instead (see `detector_gpu_share`).
-    detector: StageResources = StageResources(num_cpus=1, batch_size=1, actors=(1, 2))
-    # The emotion CNN is tiny: a light actor (half a CPU) batching several chunks' faces.
-    emotion: StageResources = StageResources(num_cpus=0.5, batch_size=4, actors=(1, 1))
+    voice: StageResources = StageResources(num_cpus=0.25, batch_size=1)
+    # MTCNN dominates the cost: one chunk (50 frames) per call, a pool that grows while
+    # CPUs are free; on GPU nodes each actor takes `gpu_share` of a GPU as well.
+    detector: StageResources = StageResources(num_cpus=1, batch_size=1, actors=(1, 4))
+    # The emotion CNN is tiny: a light actor batching several chunks' faces.
+    emotion: StageResources = StageResources(num_cpus=0.25, batch_size=4, actors=(1, 1))
     # Timeline building and writing are per clip, on small rows.
-    timeline: StageResources = StageResources(num_cpus=1)
-    writer: StageResources = StageResources(num_cpus=1, batch_size=8)
+    timeline: StageResources = StageResources(num_cpus=0.25)
+    writer: StageResources = StageResources(num_cpus=0.25, batch_size=8)
     # Share of one GPU per detector/emotion actor when the cluster has GPUs: MTCNN at
     # 640 px uses a fraction of a modern GPU, so four actors share one.
     gpu_share: float = Field(0.25, gt=0, le=1)

@@ -1,0 +1,259 @@
+"""Load, build, run, save and export the voice emotion model (plain PyTorch).
+
+* :func:`load` reads a trained model from our checkpoint format (``models/checkpoint.py``,
+  arch :data:`ARCH`) or from a TorchScript file written by :func:`export_torchscript`.  No
+  pretrained voice weights ship with emoray yet and nothing is downloaded at run time, so
+  ``load(None)`` raises and points to training.
+* :func:`build` makes a freshly initialised model (what training starts from).
+* :func:`predict` runs a batch of analysis windows; :func:`save` and
+  :func:`export_torchscript` write the two file kinds :func:`load` reads.
+
+Classes are :data:`operators.schema.EMOTIONS` (FER2013's 7, the timeline's categories).
+Speech corpora label other sets; :data:`RAVDESS_EMOTIONS` maps RAVDESS's 8 onto them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.checkpoint import Checkpoint, is_torchscript, load_checkpoint, save_checkpoint
+from models.voice_emotion.features import _as_batch
+from models.voice_emotion.network import VoiceEmotionConfig, VoiceEmotionNet
+from operators.schema import EMOTIONS
+
+logger = logging.getLogger(__name__)
+
+ARCH = "voice-emotion-cnn"
+"""Architecture name in checkpoints and TorchScript metadata."""
+
+TORCHSCRIPT_METADATA = "emoray_model.json"
+"""Extra file inside an exported TorchScript archive: arch, name, hparams and classes."""
+
+RAVDESS_EMOTIONS: dict[str, str] = {
+    "01": "neutral",
+    "02": "neutral",  # calm: RAVDESS's low-arousal neutral; EMOTIONS has no calm
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fear",
+    "07": "disgust",
+    "08": "surprise",
+}
+"""RAVDESS emotion code (3rd field of its file names) → :data:`EMOTIONS` class.
+
+Calm is merged into neutral: both are unemotional deliveries of the same statements (calm is
+the lower-arousal one), and the timeline's categories follow FER2013, which has no calm.
+"""
+
+
+@dataclass
+class VoicePrediction:
+    """Model outputs for B windows, float32 numpy arrays (rows in input order)."""
+
+    probs: np.ndarray  # (B, len(EMOTIONS)): softmax over EMOTIONS, rows sum to 1
+    valence: np.ndarray  # (B,) in [-1, 1]
+    arousal: np.ndarray  # (B,) in [-1, 1]
+    features: np.ndarray  # (B, embed_dim): pooled embedding, for multimodal fusion
+    attention: np.ndarray  # (B, regions): weights over the time-frequency regions, sum 1
+
+
+@dataclass
+class VoiceEmotionModel:
+    """A voice emotion network ready for :func:`predict`.
+
+    ``module`` is in eval mode on ``device`` (a :class:`VoiceEmotionNet`, or its TorchScript
+    form when loaded from one); ``hparams`` are :class:`VoiceEmotionConfig`'s fields; ``name``
+    labels the weights in outputs and logs.
+    """
+
+    module: nn.Module
+    name: str
+    hparams: dict[str, Any]
+    classes: tuple[str, ...]
+    device: torch.device
+
+    @property
+    def config(self) -> VoiceEmotionConfig:
+        return VoiceEmotionConfig.from_hparams(self.hparams)
+
+
+def _check_classes(classes: tuple[str, ...], path: Path) -> None:
+    if tuple(classes) != EMOTIONS:
+        raise ValueError(f"{path} predicts classes {list(classes)}, expected {list(EMOTIONS)}")
+
+
+def _ready(
+    module: nn.Module, name: str, config: VoiceEmotionConfig, device: str | torch.device
+) -> VoiceEmotionModel:
+    device = torch.device(device)
+    module = module.to(device).eval()
+    return VoiceEmotionModel(module, name, config.to_hparams(), EMOTIONS, device)
+
+
+def build(
+    hparams: Mapping[str, Any] | None = None, seed: int = 0, device: str | torch.device = "cpu"
+) -> VoiceEmotionModel:
+    """A freshly initialised model (eval mode; call ``model.module.train()`` to train it).
+
+    ``hparams`` are :class:`VoiceEmotionConfig` fields (defaults for those left out; unknown
+    ones raise ValueError).  The initial weights depend on ``seed`` only: the same seed gives
+    the same weights, and the global torch RNG is left as it was.
+    """
+    config = VoiceEmotionConfig.from_hparams(hparams)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = VoiceEmotionNet(config)
+    return _ready(net, f"{ARCH}-untrained-seed{seed}", config, device)
+
+
+def load(
+    source: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu"
+) -> VoiceEmotionModel:
+    """Load trained weights: our checkpoint (arch :data:`ARCH`) or an exported TorchScript file.
+
+    The kind of file is recognised from its content.  ``name`` is the checkpoint metadata's
+    ``name`` when present, else the file's stem.  Raises ``ValueError`` for ``source=None``
+    (no pretrained voice weights ship yet), a file of another kind or architecture, other
+    classes than :data:`EMOTIONS`, or weights that do not fit the hparams;
+    ``FileNotFoundError`` for a missing file.
+    """
+    if source is None:
+        raise ValueError(
+            "no pretrained voice emotion weights ship with emoray yet, and none are downloaded "
+            "at run time: train a model (on RAVDESS, see models/voice_emotion/MODEL_CARD.md), "
+            "save it with models.voice_emotion.save() and pass the checkpoint's path"
+        )
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"voice emotion model {path} does not exist")
+    if is_torchscript(path):
+        return _load_torchscript(path, device)
+    if not zipfile.is_zipfile(path):
+        # Both file kinds are zip archives (torch.save's format).  Checked here because
+        # torch.load on other bytes fails with assorted unpickling errors, not a clear one.
+        raise ValueError(f"{path} is neither an emoray checkpoint nor a TorchScript file")
+    checkpoint = load_checkpoint(path)
+    if checkpoint.arch != ARCH:
+        raise ValueError(f"{path} holds a {checkpoint.arch!r} model, not {ARCH!r}")
+    _check_classes(checkpoint.classes, path)
+    config = VoiceEmotionConfig.from_hparams(checkpoint.hparams)
+    net = VoiceEmotionNet(config)
+    try:
+        net.load_state_dict(checkpoint.state_dict)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{path}: weights do not fit hparams {checkpoint.hparams} ({exc})"
+        ) from exc
+    name = str(checkpoint.metadata.get("name") or path.stem)
+    logger.info("loaded voice emotion model %s from %s", name, path)
+    return _ready(net, name, config, device)
+
+
+def _load_torchscript(path: Path, device: str | torch.device) -> VoiceEmotionModel:
+    extra = {TORCHSCRIPT_METADATA: ""}
+    module = torch.jit.load(str(path), map_location=torch.device(device), _extra_files=extra)
+    try:
+        meta = json.loads(extra[TORCHSCRIPT_METADATA])
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("arch") != ARCH:
+        raise ValueError(
+            f"{path} is a TorchScript file but not a {ARCH!r} model exported by "
+            "models.voice_emotion.export_torchscript()"
+        )
+    _check_classes(tuple(meta.get("classes", ())), path)
+    config = VoiceEmotionConfig.from_hparams(meta.get("hparams"))
+    name = str(meta.get("name") or path.stem)
+    logger.info("loaded TorchScript voice emotion model %s from %s", name, path)
+    return _ready(module, name, config, device)
+
+
+def predict(model: VoiceEmotionModel, waveforms: np.ndarray | torch.Tensor) -> VoicePrediction:
+    """Emotion probabilities, valence, arousal, features and attention for each window.
+
+    ``waveforms`` is ``(B, samples)`` mono audio at ``model.hparams["sample_rate"]`` (16 kHz),
+    cast to float32, one analysis window per row (``window_s``, 1 s, is what the model is meant
+    for); B may be 0.  Rows are independent: a window's outputs do not depend on the others.
+    Raises ValueError on another shape, non-finite samples or windows shorter than
+    ``model.config.min_samples`` (a caller bug: the voice step must drop or pad such windows).
+    Runs under ``torch.inference_mode`` on ``model.device``.
+    """
+    batch = _as_batch(waveforms)
+    min_samples = model.config.min_samples
+    if batch.shape[1] < min_samples:
+        raise ValueError(
+            f"windows of {batch.shape[1]} samples are shorter than the model's "
+            f"minimum of {min_samples}"
+        )
+    with torch.inference_mode():
+        out = model.module(batch.to(model.device))
+        probs = torch.softmax(out.logits, dim=1)
+
+    def to_numpy(t: torch.Tensor) -> np.ndarray:
+        return t.float().cpu().numpy()
+
+    return VoicePrediction(
+        probs=to_numpy(probs),
+        valence=to_numpy(out.valence),
+        arousal=to_numpy(out.arousal),
+        features=to_numpy(out.features),
+        attention=to_numpy(out.attention),
+    )
+
+
+def save(
+    model: VoiceEmotionModel,
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
+    """Write ``model`` as an emoray checkpoint (``models/checkpoint.py``) that :func:`load` reads.
+
+    ``metadata`` (plain data only: str, numbers, bools, lists, dicts; the file is read with
+    ``weights_only=True``) should carry provenance: training data and its licence, split,
+    metrics, code revision.  ``name`` defaults to ``model.name``.
+    """
+    save_checkpoint(
+        path,
+        Checkpoint(
+            arch=ARCH,
+            state_dict=model.module.state_dict(),
+            hparams=model.hparams,
+            classes=model.classes,
+            metadata={"name": model.name, **(metadata or {})},
+        ),
+    )
+
+
+def export_torchscript(model: VoiceEmotionModel, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` (waveform in, :class:`VoiceEmotionOutput` out) as a TorchScript file.
+
+    The archive carries arch, name, hparams and classes in :data:`TORCHSCRIPT_METADATA`, so
+    :func:`load` restores a :class:`VoiceEmotionModel` from it.  Serving needs only
+    ``torch.jit.load``: no emoray code and no torchaudio.  Returns the path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = model.module
+    if not isinstance(module, torch.jit.ScriptModule):
+        # Script a CPU copy: scripting shares parameters, and the live model stays on its device.
+        module = torch.jit.script(copy.deepcopy(module).cpu().eval())
+    meta = {
+        "arch": ARCH,
+        "name": model.name,
+        "hparams": model.hparams,
+        "classes": list(model.classes),
+    }
+    torch.jit.save(module, str(path), _extra_files={TORCHSCRIPT_METADATA: json.dumps(meta)})
+    return path
