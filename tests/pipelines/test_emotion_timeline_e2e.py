@@ -74,8 +74,8 @@ def test_written_parquet_has_the_declared_schemas(job):
 
 def test_second_run_replaced_rows_instead_of_duplicating(job):
     tl = job["timelines"].to_table().to_pandas()
-    keys = tl[[S.CLIP_ID, S.TRACK_ID, S.WINDOW_INDEX]].astype(str).agg("/".join, axis=1)
-    assert keys.is_unique
+    assert len(tl) > 0
+    assert not tl.duplicated([S.CLIP_ID, S.TRACK_ID, S.WINDOW_INDEX]).any()
     assert len(job["fs"].ls(f"{BUCKET}/out/clips")) == len(job["truth"])
     assert job["first"].run_id != job["second"].run_id
     assert set(job["clips"].to_table().column(S.RUN_ID).to_pylist()) == {job["second"].run_id}
