@@ -75,6 +75,12 @@ FACE_BOX = "face_box"  # list<list<float32>[4]>: x1, y1, x2, y2 in working-resol
 FACE_SCORE = "face_score"  # list<float32>: detector confidence
 FACE_CROPS = "face_crops"  # uint8 (n_faces, S, S, 3) aligned crops; dropped after emotion
 FACE_PROBS = "face_probs"  # list<list<float32>[7]>: per-face EMOTIONS probabilities
+FACE_FEATURES = "face_features"  # list<list<float32>>: per-face embedding, for fusion
+# voice-model outputs per window (same windows as VOICE_WINDOW_START_S), when one is configured
+VOICE_PROBS = "voice_probs"  # (n_windows, 7) float32
+VOICE_VALENCE = "voice_valence"  # (n_windows,) float32
+VOICE_AROUSAL = "voice_arousal"
+VOICE_FEATURES = "voice_features"  # (n_windows, D) float32 embedding, for fusion
 FRAME_WIDTH = "frame_width"  # working-resolution size the boxes refer to
 FRAME_HEIGHT = "frame_height"
 
@@ -92,8 +98,8 @@ PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{e}" for e in EMOTIONS)
 DOMINANT_EMOTION = "dominant_emotion"
 VALENCE = "valence"
 AROUSAL = "arousal"
-VA_SOURCE = "va_source"  # how valence/arousal were obtained, e.g. "circumplex_from_face"
-FUSION_MODE = "fusion_mode"  # which modalities produced the categories: face_only, ...
+VA_SOURCE = "va_source"  # how valence/arousal were obtained: circumplex_from_face_probs, fusion
+FUSION_MODE = "fusion_mode"  # which modalities produced the row: FUSION_MODES
 SPEECH_PRESENT = "speech_present"
 SPEECH_RATIO = "speech_ratio"
 PITCH_HZ = "pitch_hz"
@@ -115,6 +121,9 @@ RUN_ID = "run_id"
 PROCESSED_AT = "processed_at"
 
 N_MFCC = 13
+
+FUSION_MODES: tuple[str, ...] = ("fusion", "face_only", "voice_only")
+"""Values of FUSION_MODE; null where neither a face nor speech is present."""
 
 TIMELINE_SCHEMA = pa.schema(
     [

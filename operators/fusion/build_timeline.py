@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from models import fusion as fusion_model
+from models.fusion import FusionModel
 from operators import schema as S
 from operators.vision.track_faces import TrackConfig, link_tracks
 
@@ -30,6 +34,7 @@ CIRCUMPLEX: dict[str, tuple[float, float]] = {
     "neutral": (0.0, 0.0),
 }
 VA_CIRCUMPLEX = "circumplex_from_face_probs"
+VA_FUSION = "fusion_model"
 FUSION_FACE_ONLY = "face_only"
 
 
@@ -77,24 +82,32 @@ def _concat(batch: dict[str, np.ndarray], column: str, dtype: Any, width: int | 
 
 
 class BuildTimeline:
-    """``groupby(CLIP_ID).map_groups`` function: all chunk rows of one clip in, one row out.
+    """``groupby(CLIP_ID).map_groups`` step: all chunk rows of one clip in, one row out.
 
-    Reads the chunk columns (``FRAME_TS``, ``FACE_FRAME``, ``FACE_BOX``, ``FACE_PROBS``, the
-    ``VOICE_*`` windows, ``STATUS``/``ERROR``, media facts, ``STAGE_SECONDS``).  Writes one row
-    with the ``CLIP_SCHEMA`` summary columns that it can know (status, coverage, shares, …) and
-    ``TIMELINE``: the clip's timeline as a list of ``TIMELINE_SCHEMA`` structs.
+    Reads the chunk columns (``FRAME_TS``, ``FACE_FRAME``, ``FACE_BOX``, ``FACE_PROBS``,
+    ``FACE_FEATURES``, the ``VOICE_*`` windows, ``STATUS``/``ERROR``, media facts,
+    ``STAGE_SECONDS``).  Writes one row with the ``CLIP_SCHEMA`` summary columns it can know
+    (status, coverage, shares, …) and ``TIMELINE``: the clip's timeline as a list of
+    ``TIMELINE_SCHEMA`` structs.
 
     Tracks are linked across the whole clip; each kept track gets one row per window of the
-    decoded span, with ``face_present`` false and null face columns where it is absent; a clip
-    without tracks gets one row per window with a null track.  Terminal status: an upstream
+    decoded span; a clip without tracks gets one row per window with a null track.  Without a
+    fusion model, categories come from the face model (``fusion_mode`` ``face_only``) and
+    valence/arousal from the circumplex mapping; with one (``fusion`` given), the fusion model
+    combines the track's frame features with the window's voice embedding where speech is
+    present (``fusion``, ``face_only`` or ``voice_only``; voice is attributed to the
+    participant, track 0, or to the null track of a faceless clip).  Windows with neither a
+    face nor speech keep null categories — never a guess.  Terminal status: an upstream
     failure (``read_error``, ``decode_error``, ``partial``, …) wins, then ``no_face``, then
-    ``no_audio``, else ``ok``.  Resources: 1 CPU; the input is small (no frames or crops).
+    ``no_audio``, else ``ok``.  Resources: 1 task per clip on small rows (no frames or crops).
     """
 
-    def __init__(self, config: TimelineConfig, min_speech_ratio: float):
+    def __init__(self, config: TimelineConfig, min_speech_ratio: float,
+                 fusion: FusionModel | None = None):
         self.config = config
         # The voice stage's definition of a speech window (VoiceFeaturesConfig): one source.
         self.min_speech_ratio = min_speech_ratio
+        self.fusion = fusion
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         started = time.perf_counter()
@@ -110,9 +123,15 @@ class BuildTimeline:
             [np.asarray(f, np.int64) + o for f, o in zip(batch[S.FACE_FRAME], offsets,
                                                          strict=True)]
         ) if len(batch[S.FACE_FRAME]) else np.zeros(0, np.int64)
-        boxes = _concat(batch, S.FACE_BOX, np.float32, 4)
-        probs = _concat(batch, S.FACE_PROBS, np.float32, len(S.EMOTIONS))
-        tracks = link_tracks(frame_ts, face_frame, boxes, self.config.tracks)
+        faces = _Faces(
+            ts=frame_ts[face_frame],
+            boxes=_concat(batch, S.FACE_BOX, np.float32, 4),
+            probs=_concat(batch, S.FACE_PROBS, np.float32, len(S.EMOTIONS)),
+            features=(_concat(batch, S.FACE_FEATURES, np.float32,
+                              self.fusion.input_dims[0]) if self.fusion else None),
+            tracks=np.zeros(0, np.int32),
+        )
+        faces.tracks = link_tracks(frame_ts, face_frame, faces.boxes, self.config.tracks)
 
         decoded = [(s, e) for s, e, ts in zip(batch[S.CHUNK_START_S], batch[S.CHUNK_END_S],
                                               batch[S.FRAME_TS], strict=True) if len(ts)]
@@ -124,13 +143,11 @@ class BuildTimeline:
         ends = np.minimum(starts + self.config.window_s, duration)
 
         voice = self._voice_by_window(batch, starts)
-        n_tracks = int(tracks.max()) + 1 if len(tracks) else 0
-        rows = self._timeline_rows(first, starts, ends, frame_ts, face_frame, boxes, probs,
-                                   tracks, n_tracks, voice)
+        n_tracks = int(faces.tracks.max()) + 1 if len(faces.tracks) else 0
+        rows = self._timeline_rows(first, starts, ends, faces, n_tracks, voice)
 
-        participant = tracks == 0
         summary = self._summary(first, statuses, errors, n_tracks, len(frame_ts), starts,
-                                face_frame[participant], rows, voice)
+                                face_frame[faces.tracks == 0], rows, voice)
         summary[S.PROCESSING_S] = float(np.sum(batch[S.STAGE_SECONDS])) + (
             time.perf_counter() - started)
         table = pa.Table.from_pylist([summary])
@@ -139,33 +156,32 @@ class BuildTimeline:
 
     def _voice_by_window(self, batch: dict[str, np.ndarray], starts: np.ndarray
                          ) -> dict[str, np.ndarray]:
+        """The chunk rows' per-window voice columns, placed on the clip's window grid."""
         n = len(starts)
-        out = {
-            S.SPEECH_RATIO: np.full(n, np.nan, np.float32),
-            S.PITCH_HZ: np.full(n, np.nan, np.float32),
-            S.LOUDNESS_DB: np.full(n, np.nan, np.float32),
-            S.MFCC_MEAN: np.full((n, S.N_MFCC), np.nan, np.float32),
-        }
-        if n == 0:
-            return out
-        window_of = {round(s / self.config.hop_s): i for i, s in enumerate(starts)}
         sources = {S.SPEECH_RATIO: S.VOICE_SPEECH_RATIO, S.PITCH_HZ: S.VOICE_PITCH_HZ,
                    S.LOUDNESS_DB: S.VOICE_LOUDNESS_DB, S.MFCC_MEAN: S.VOICE_MFCC}
-        for r, voice_starts in enumerate(batch[S.VOICE_WINDOW_START_S]):
-            slots = [window_of.get(round(s / self.config.hop_s)) for s in voice_starts]
-            for target, source in sources.items():
-                values = np.asarray(batch[source][r], np.float32)
-                for j, slot in enumerate(slots):
+        if self.fusion is not None:
+            sources.update({c: c for c in (S.VOICE_PROBS, S.VOICE_FEATURES)})
+        out: dict[str, np.ndarray] = {}
+        window_of = {round(s / self.config.hop_s): i for i, s in enumerate(starts)}
+        for target, source in sources.items():
+            width = [np.asarray(v).shape[1:] for v in batch[source] if np.asarray(v).ndim > 1]
+            out[target] = np.full((n, *(width[0] if width else ())), np.nan, np.float32)
+            for voice_starts, values in zip(batch[S.VOICE_WINDOW_START_S], batch[source],
+                                            strict=True):
+                values = np.asarray(values, np.float32)
+                for j, start in enumerate(voice_starts):
+                    slot = window_of.get(round(start / self.config.hop_s))
                     if slot is not None:
                         out[target][slot] = values[j]
         return out
 
-    def _timeline_rows(self, first, starts, ends, frame_ts, face_frame, boxes, probs, tracks,
-                       n_tracks, voice) -> list[dict[str, Any]]:
+    def _timeline_rows(self, first, starts, ends, faces: _Faces, n_tracks: int,
+                       voice) -> list[dict[str, Any]]:
         n_windows = len(starts)
         speech_ratio = voice[S.SPEECH_RATIO]
         has_voice = ~np.isnan(speech_ratio)
-        speech_present = speech_ratio >= self.min_speech_ratio
+        speech_present = has_voice & (np.nan_to_num(speech_ratio) >= self.min_speech_ratio)
         common = []
         for w in range(n_windows):
             pitch, loud = voice[S.PITCH_HZ][w], voice[S.LOUDNESS_DB][w]
@@ -179,41 +195,78 @@ class BuildTimeline:
                 S.MFCC_MEAN: (None if np.isnan(voice[S.MFCC_MEAN][w]).any()
                               else voice[S.MFCC_MEAN][w].tolist()),
             })
-        if n_tracks == 0:
-            return [{**c, **_absent_face(None)} for c in common]
-
-        det_ts = frame_ts[face_frame]
         rows = []
-        for track in range(n_tracks):
-            mine = tracks == track
-            ts, track_probs, track_boxes = det_ts[mine], probs[mine], boxes[mine]
+        # A faceless clip still has one "track": the voice, with a null track id.
+        for track in (range(n_tracks) if n_tracks else [None]):
+            mine = faces.tracks == track if track is not None else np.zeros(0, bool)
+            ts = faces.ts[mine] if track is not None else np.zeros(0)
             lo = np.searchsorted(ts, starts, side="left")
             hi = np.searchsorted(ts, ends, side="left")
             counts = hi - lo
             present = counts > 0
-            mean_probs = np.zeros((n_windows, len(S.EMOTIONS)), np.float32)
             mean_boxes = np.zeros((n_windows, 4), np.float32)
             for w in np.flatnonzero(present):
-                mean_probs[w] = track_probs[lo[w]:hi[w]].mean(axis=0)
-                mean_boxes[w] = track_boxes[lo[w]:hi[w]].mean(axis=0)
-            smoothed = median_smooth(mean_probs, present, self.config.median_windows)
-            smoothed[present] /= smoothed[present].sum(axis=1, keepdims=True)
-            valence, arousal = circumplex_va(np.nan_to_num(smoothed))
+                mean_boxes[w] = faces.boxes[mine][lo[w]:hi[w]].mean(axis=0)
+            speaks = speech_present & (track in (0, None))
+            if self.fusion is not None:
+                est = self._fused(faces, mine, lo, hi, present, speaks, speech_ratio, voice)
+            else:
+                est = self._face_only(faces.probs[mine], lo, hi, present)
             for w in range(n_windows):
-                if not present[w]:
-                    rows.append({**common[w], **_absent_face(track)})
-                    continue
-                p = smoothed[w]
-                rows.append({
-                    **common[w], S.TRACK_ID: track, S.IS_PARTICIPANT: track == 0,
-                    S.FACE_PRESENT: True, S.FACE_FRAMES: int(counts[w]),
-                    S.BOX: mean_boxes[w].tolist(),
-                    **{c: float(v) for c, v in zip(S.PROB_COLUMNS, p, strict=True)},
-                    S.DOMINANT_EMOTION: S.EMOTIONS[int(np.argmax(p))],
-                    S.VALENCE: float(valence[w]), S.AROUSAL: float(arousal[w]),
-                    S.VA_SOURCE: VA_CIRCUMPLEX, S.FUSION_MODE: FUSION_FACE_ONLY,
-                })
+                row = {**common[w], **_absent_face(track)}
+                if present[w]:
+                    row.update({S.FACE_PRESENT: True, S.FACE_FRAMES: int(counts[w]),
+                                S.BOX: mean_boxes[w].tolist()})
+                if est.mode[w] is not None:
+                    p = est.probs[w]
+                    row.update({
+                        **{c: float(v) for c, v in zip(S.PROB_COLUMNS, p, strict=True)},
+                        S.DOMINANT_EMOTION: S.EMOTIONS[int(np.argmax(p))],
+                        S.VALENCE: float(est.valence[w]), S.AROUSAL: float(est.arousal[w]),
+                        S.VA_SOURCE: est.va_source, S.FUSION_MODE: est.mode[w],
+                    })
+                rows.append(row)
         return rows
+
+    def _face_only(self, probs: np.ndarray, lo, hi, present) -> _Estimate:
+        n_windows = len(present)
+        mean_probs = np.zeros((n_windows, len(S.EMOTIONS)), np.float32)
+        for w in np.flatnonzero(present):
+            mean_probs[w] = probs[lo[w]:hi[w]].mean(axis=0)
+        smoothed = self._smooth_probs(mean_probs, present)
+        valence, arousal = circumplex_va(np.nan_to_num(smoothed))
+        modes = [FUSION_FACE_ONLY if p else None for p in present]
+        return _Estimate(smoothed, valence, arousal, modes, VA_CIRCUMPLEX)
+
+    def _fused(self, faces: _Faces, mine, lo, hi, present, speaks, speech_ratio, voice
+               ) -> _Estimate:
+        n_windows = len(present)
+        per_window = max(1, int((hi - lo).max(initial=0)))
+        face_dim = self.fusion.input_dims[0]
+        feats = np.zeros((n_windows, per_window, face_dim), np.float32)
+        mask = np.zeros((n_windows, per_window), bool)
+        track_feats = faces.features[mine]
+        for w in np.flatnonzero(present):
+            n = hi[w] - lo[w]
+            feats[w, :n] = track_feats[lo[w]:hi[w]]
+            mask[w, :n] = True
+        voice_feats = voice[S.VOICE_FEATURES]
+        voice_mask = speaks & np.isfinite(voice_feats).all(axis=1)
+        pred = fusion_model.predict(
+            self.fusion, feats, mask, np.nan_to_num(voice_feats)[:, None, :], voice_mask,
+            np.where(voice_mask, np.nan_to_num(speech_ratio), 0.0).astype(np.float32))
+        predicted = pred.fusion_mode != "none"
+        smoothed = self._smooth_probs(pred.probs, predicted)
+        va = median_smooth(np.stack([pred.valence, pred.arousal], axis=1), predicted,
+                           self.config.median_windows)
+        modes = [str(m) if ok else None for m, ok in zip(pred.fusion_mode, predicted,
+                                                         strict=True)]
+        return _Estimate(smoothed, va[:, 0], va[:, 1], modes, VA_FUSION)
+
+    def _smooth_probs(self, probs: np.ndarray, present: np.ndarray) -> np.ndarray:
+        smoothed = median_smooth(probs, present, self.config.median_windows)
+        smoothed[present] /= smoothed[present].sum(axis=1, keepdims=True)
+        return smoothed
 
     def _summary(self, first, statuses, errors, n_tracks, n_frames, starts, participant_frames,
                  rows, voice) -> dict[str, Any]:
@@ -231,12 +284,14 @@ class BuildTimeline:
         summary[S.SPEECH_COVERAGE] = (
             float(np.mean(speech_ratio[voiced] >= self.min_speech_ratio))
             if voiced.any() else None)
+        # The participant's windows (or the voice's, in a faceless clip) with a category.
         dominant = [r[S.DOMINANT_EMOTION] for r in rows
-                    if r[S.IS_PARTICIPANT] and r[S.FACE_PRESENT]]
+                    if r[S.TRACK_ID] in (0, None) and r[S.DOMINANT_EMOTION] is not None]
         for emotion, column in zip(S.EMOTIONS, S.SHARE_COLUMNS, strict=True):
             summary[column] = dominant.count(emotion) / len(dominant) if dominant else None
         summary[S.DOMINANT_EMOTION] = (max(S.EMOTIONS, key=dominant.count) if dominant else None)
-        summary[S.VA_SOURCE] = VA_CIRCUMPLEX if dominant else None
+        sources = {r[S.VA_SOURCE] for r in rows if r[S.VA_SOURCE]}
+        summary[S.VA_SOURCE] = sources.pop() if sources else None
 
         if statuses:
             # The first upstream failure is the clip's fate; later rows only add detail.
@@ -254,6 +309,28 @@ class BuildTimeline:
         return summary
 
 
+@dataclass
+class _Faces:
+    """A clip's detections, flat: time, box, face-model outputs and track of each."""
+
+    ts: np.ndarray
+    boxes: np.ndarray
+    probs: np.ndarray
+    features: np.ndarray | None
+    tracks: np.ndarray
+
+
+@dataclass
+class _Estimate:
+    """Per-window categories and valence/arousal of one track (mode None = no estimate)."""
+
+    probs: np.ndarray
+    valence: np.ndarray
+    arousal: np.ndarray
+    mode: list[str | None]
+    va_source: str
+
+
 def _absent_face(track: int | None) -> dict[str, Any]:
     return {
         S.TRACK_ID: track, S.IS_PARTICIPANT: (track == 0) if track is not None else None,
@@ -263,11 +340,23 @@ def _absent_face(track: int | None) -> dict[str, Any]:
     }
 
 
-def make_timeline_fn(config: TimelineConfig, min_speech_ratio: float):
-    """``map_groups`` needs a named function: wrap :class:`BuildTimeline` in one."""
-    builder = BuildTimeline(config, min_speech_ratio)
+def make_timeline_fn(config: TimelineConfig, min_speech_ratio: float,
+                     fusion_checkpoint: bytes | None = None):
+    """``map_groups`` needs a named function: wrap :class:`BuildTimeline` in one.
+
+    The fusion model (if any) is loaded once per worker process, on first use.
+    """
+    state: dict[str, BuildTimeline] = {}
 
     def build_timeline(batch: dict[str, np.ndarray]) -> pa.Table:
-        return builder(batch)
+        if "builder" not in state:
+            fusion = None
+            if fusion_checkpoint is not None:
+                with tempfile.NamedTemporaryFile(suffix=".pt") as handle:
+                    handle.write(fusion_checkpoint)
+                    handle.flush()
+                    fusion = fusion_model.load(handle.name)
+            state["builder"] = BuildTimeline(config, min_speech_ratio, fusion)
+        return state["builder"](batch)
 
     return build_timeline

@@ -7,7 +7,6 @@ import tempfile
 import time
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from models import face_emotion
@@ -38,9 +37,10 @@ class FaceEmotion:
     """Ray Data ``map_batches`` actor classifying every detected face.
 
     Columns read: ``FACE_CROPS`` (uint8 faces×S×S×3 per chunk row).  Columns written:
-    ``FACE_PROBS`` (float32 faces×7, order ``S.EMOTIONS``); ``FACE_CROPS`` is dropped, so no face
-    image leaves this stage (crops are biometric data).  Rows without faces get an empty
-    (0×7) array.  Resources: the model loads once per actor (GPU when given one).
+    ``FACE_PROBS`` (float32 faces×7, order ``S.EMOTIONS``) and ``FACE_FEATURES`` (float32
+    faces×D, the model's penultimate features, for fusion); ``FACE_CROPS`` is dropped, so no
+    face image leaves this stage (crops are biometric data).  Rows without faces get empty
+    (0×7, 0×D) arrays.  Resources: the model loads once per actor (GPU when given one).
     """
 
     def __init__(self, config: FaceEmotionConfig):
@@ -59,17 +59,16 @@ class FaceEmotion:
         started = time.perf_counter()
         crops = [np.asarray(c) for c in batch[S.FACE_CROPS]]
         counts = [len(c) for c in crops]
-        n_classes = len(S.EMOTIONS)
-        probs = np.zeros((0, n_classes), np.float32)
-        if sum(counts):
-            stacked = torch.from_numpy(np.concatenate([c for c in crops if len(c)]))
-            parts = [face_emotion.predict(self.model, stacked[i:i + self.config.max_batch])[0]
-                     for i in range(0, len(stacked), self.config.max_batch)]
-            probs = np.concatenate(parts).astype(np.float32)
+        stacked = (np.concatenate([c for c in crops if len(c)]) if sum(counts)
+                   else np.zeros((0, 1, 1, 3), np.uint8))
+        parts = [face_emotion.predict(self.model, stacked[i:i + self.config.max_batch])
+                 for i in range(0, max(1, len(stacked)), self.config.max_batch)]
+        probs = np.concatenate([p for p, _ in parts])
+        features = np.concatenate([f for _, f in parts])
         offsets = np.cumsum([0, *counts])
-        batch[S.FACE_PROBS] = ragged(
-            [probs[offsets[i]:offsets[i + 1]].reshape(-1, n_classes) for i in range(len(counts))]
-        )
+        rows = range(len(counts))
+        batch[S.FACE_PROBS] = ragged([probs[offsets[i]:offsets[i + 1]] for i in rows])
+        batch[S.FACE_FEATURES] = ragged([features[offsets[i]:offsets[i + 1]] for i in rows])
         del batch[S.FACE_CROPS]
         # Share this batch's compute time between its rows in proportion to their faces.
         elapsed = time.perf_counter() - started

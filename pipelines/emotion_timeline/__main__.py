@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import ray
 
@@ -20,11 +21,11 @@ from infra import ray_cluster
 from infra.logs import setup_logging
 from infra.storage import InputError, list_inputs
 from infra.tracking import log_job_results, resolve_model_file, tracked_run
-from models import face_emotion
+from models import face_emotion, fusion, voice_emotion
 from operators import schema as S
 from operators.io.files import is_remote
 from operators.io.write_outputs import CLIPS_DIR, TIMELINES_DIR
-from pipelines.emotion_timeline.build import build
+from pipelines.emotion_timeline.build import ResolvedModels, build
 from pipelines.emotion_timeline.config import TimelineJobConfig, load_config
 
 logger = logging.getLogger("emoray.run")
@@ -52,13 +53,27 @@ class JobResult:
                 f"wall {self.wall_s:.1f} s | {self.realtime_factor:.1f}x real time")
 
 
-def _face_model(config: TimelineJobConfig, scratch: Path) -> tuple[str, bytes | None]:
-    """The face model's identifier and checkpoint bytes (None = shipped default)."""
-    if config.face_model is None:
-        return face_emotion.DEFAULT_MODEL, None
-    path = resolve_model_file(config.face_model, config.tracking, scratch)
-    name = face_emotion.load(path).name  # fail fast on the driver with a clear message
-    return f"{name} ({config.face_model})", path.read_bytes()
+def resolve_models(config: TimelineJobConfig, scratch: Path) -> ResolvedModels:
+    """Fetch the configured models (files or MLflow URIs) and load each once on the driver,
+    so a wrong file or mismatched feature sizes fail fast with a clear message."""
+    face = face_emotion.load(None)
+    face_name, face_bytes = face_emotion.DEFAULT_MODEL, None
+    if config.face_model is not None:
+        path = resolve_model_file(config.face_model, config.tracking, scratch / "face")
+        face = face_emotion.load(path)
+        face_name, face_bytes = f"{face.name} ({config.face_model})", path.read_bytes()
+    if config.fusion_model is None:
+        return ResolvedModels(face_name, face_bytes)
+    voice_path = resolve_model_file(config.voice_model, config.tracking, scratch / "voice")
+    fusion_path = resolve_model_file(config.fusion_model, config.tracking, scratch / "fusion")
+    voice, fused = voice_emotion.load(voice_path), fusion.load(fusion_path)
+    face_dim = face_emotion.predict(face, np.zeros((1, 64, 64, 3), np.uint8))[1].shape[1]
+    voice_dim = voice.config.embed_dim
+    if fused.input_dims != (face_dim, voice_dim):
+        raise ValueError(f"fusion model expects face/voice features of {fused.input_dims}, "
+                         f"the face and voice models give ({face_dim}, {voice_dim})")
+    return ResolvedModels(f"{face_name} + {voice.name} + {fused.name}", face_bytes,
+                          voice_path.read_bytes(), fusion_path.read_bytes())
 
 
 def run(input_spec: str, out: str, config: TimelineJobConfig) -> JobResult:
@@ -69,13 +84,13 @@ def run(input_spec: str, out: str, config: TimelineJobConfig) -> JobResult:
     inputs = list_inputs(input_spec, config.storage, S.VIDEO_EXTENSIONS)
     logger.info("%d recording(s) from %s -> %s", len(inputs), input_spec, out)
     with tempfile.TemporaryDirectory(prefix="emoray-model-") as scratch:
-        face_model_name, checkpoint = _face_model(config, Path(scratch))
+        models = resolve_models(config, Path(scratch))
     owns_ray = ray_cluster.connect(config.address, config.num_cpus)
     try:
         params = {"input": input_spec, "out": out, **config.model_dump(mode="json")}
         with tracked_run(config.tracking, "timeline", params) as run_id:
-            ds = build(config, inputs, out, run_id=run_id, face_model_name=face_model_name,
-                       face_checkpoint=checkpoint, gpus=ray_cluster.cluster_has_gpus())
+            ds = build(config, inputs, out, run_id=run_id, models=models,
+                       gpus=ray_cluster.cluster_has_gpus())
             clips = ds.to_pandas()
             _check_complete(inputs, clips)
             wall = time.perf_counter() - started

@@ -1,18 +1,20 @@
 """The emotion-timeline job's data flow, on one screen.
 
-    inputs ─ stage ─ probe ─ decode ──┬─ voice ─ detect faces ─ face emotion ─┐
-    (1 row/clip)  (fused: 1 task per clip) (chunk rows)                        │
-                                                     groupby clip ─ timeline ─ write ─ clip rows
+    inputs ─ stage ─ probe ─ decode ─ [voice emotion] ─ voice features ─ detect faces ─┐
+    (1 row/clip)  (fused: 1 task per clip)  (chunk rows)    face emotion ─────────────┘
+                         groupby clip ─ timeline (face only | fusion) ─ write ─ clip rows
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import ray.data
 
 from infra.storage import InputRef, clip_id_for
 from operators import schema as S
+from operators.audio.voice_emotion import VoiceEmotion, VoiceEmotionConfig
 from operators.audio.voice_features import VoiceFeatures
 from operators.fusion.build_timeline import make_timeline_fn
 from operators.io.decode_frames import make_decode_fn
@@ -24,8 +26,18 @@ from operators.vision.detect_faces import DETECTOR_NAME, FaceDetector
 from operators.vision.face_emotion import FaceEmotion, FaceEmotionConfig
 from pipelines.emotion_timeline.config import TimelineJobConfig
 
-
 _MAX_SHUFFLE_PARTITIONS = 64
+
+
+@dataclass(frozen=True)
+class ResolvedModels:
+    """The models of a run, as checkpoint bytes read on the driver (None: shipped default /
+    not used), so actors on any node load the same weights without shared storage."""
+
+    face_name: str
+    face_checkpoint: bytes | None = None
+    voice_checkpoint: bytes | None = None
+    fusion_checkpoint: bytes | None = None
 
 
 def input_rows(inputs: list[InputRef]) -> list[dict[str, Any]]:
@@ -44,17 +56,17 @@ def build(
     out: str,
     *,
     run_id: str,
-    face_model_name: str,
-    face_checkpoint: bytes | None,
+    models: ResolvedModels,
     gpus: bool,
 ) -> ray.data.Dataset:
     """The lazy dataset of written clip rows (``CLIP_SCHEMA``); consuming it runs the job."""
     storage_options = config.storage.storage_options()
     res = config.resources
-    detector_res, emotion_res = res.detector, res.emotion
+    detector_res, emotion_res, voice_res = res.detector, res.emotion, res.voice_emotion
     if gpus:
-        detector_res = detector_res.model_copy(update={"num_gpus": res.gpu_share})
-        emotion_res = emotion_res.model_copy(update={"num_gpus": res.gpu_share})
+        detector_res, emotion_res, voice_res = (
+            r.model_copy(update={"num_gpus": res.gpu_share})
+            for r in (detector_res, emotion_res, voice_res))
 
     # One block per clip: clips are the unit of parallelism before decoding fans them out.
     ds = ray.data.from_items(input_rows(inputs), override_num_blocks=len(inputs))
@@ -62,20 +74,27 @@ def build(
     ds = ds.map(make_stage_fn(storage_options, config.staging_dir), **decode_args)
     ds = ds.map(make_probe_fn(), **decode_args)
     ds = ds.flat_map(make_decode_fn(config.decode), **decode_args)
+    if models.voice_checkpoint is not None:
+        # Before VoiceFeatures, which drops the audio.
+        ds = apply_map_batches(ds, VoiceEmotion, voice_res, fn_constructor_kwargs={
+            "config": VoiceEmotionConfig(checkpoint=models.voice_checkpoint,
+                                         window_s=config.window_s, hop_s=config.hop_s)})
     # An instance (not the class) runs as stateless tasks: no actor holds a CPU idle.
     ds = apply_map_batches(ds, VoiceFeatures(config.voice), res.voice)
     ds = apply_map_batches(ds, FaceDetector, detector_res,
                            fn_constructor_kwargs={"config": config.detector})
     ds = apply_map_batches(ds, FaceEmotion, emotion_res, fn_constructor_kwargs={
-        "config": FaceEmotionConfig(checkpoint=face_checkpoint)})
+        "config": FaceEmotionConfig(checkpoint=models.face_checkpoint)})
     # One shuffle partition per clip up to a bound: Ray's default (200) is pure overhead
     # for a handful of clips.
     partitions = max(1, min(len(inputs), _MAX_SHUFFLE_PARTITIONS))
     ds = ds.groupby(S.CLIP_ID, num_partitions=partitions).map_groups(
-        make_timeline_fn(config.timeline, config.voice.min_speech_ratio), batch_format="numpy", num_cpus=res.timeline.num_cpus)
+        make_timeline_fn(config.timeline, config.voice.min_speech_ratio,
+                         models.fusion_checkpoint),
+        batch_format="numpy", num_cpus=res.timeline.num_cpus)
     writer = TimelineWriter(WriterConfig(
         out=out, storage_options=storage_options, run_id=run_id,
-        detector=_detector_name(config), face_model=face_model_name))
+        detector=_detector_name(config), face_model=models.face_name))
     return apply_map_batches(ds, writer, res.writer, batch_format="pyarrow")
 
 

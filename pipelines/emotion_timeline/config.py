@@ -35,6 +35,8 @@ class ResourcesConfig(BaseModel):
     detector: StageResources = StageResources(num_cpus=1, batch_size=1, actors=(1, 4))
     # The emotion CNN is tiny: a light actor batching several chunks' faces.
     emotion: StageResources = StageResources(num_cpus=0.25, batch_size=4, actors=(1, 1))
+    # The voice CNN (multimodal path only) is small too; same reasoning.
+    voice_emotion: StageResources = StageResources(num_cpus=0.25, batch_size=4, actors=(1, 1))
     # Timeline building and writing are per clip, on small rows.
     timeline: StageResources = StageResources(num_cpus=0.25)
     writer: StageResources = StageResources(num_cpus=0.25, batch_size=8)
@@ -54,6 +56,10 @@ class TimelineJobConfig(BaseModel):
     # Face-emotion model: None = the shipped FER2013 network; else a local .pt / TorchScript
     # file or an MLflow URI (models:/NAME@ALIAS, runs:/ID/PATH).
     face_model: str | None = None
+    # Multimodal path (both or neither): a voice-emotion model and a fusion model combining
+    # it with the face model's features.  Same forms as face_model; no defaults ship yet.
+    voice_model: str | None = None
+    fusion_model: str | None = None
     address: str | None = None  # Ray cluster; None starts a local Ray
     num_cpus: int | None = None  # local Ray only; None = all cores
     # Node-local folder where remote inputs are staged for the decoders (deleted per clip).
@@ -65,6 +71,13 @@ class TimelineJobConfig(BaseModel):
     voice: VoiceFeaturesConfig = VoiceFeaturesConfig()
     timeline: TimelineConfig = TimelineConfig()
     resources: ResourcesConfig = ResourcesConfig()
+
+    @model_validator(mode="after")
+    def _fusion_needs_both(self) -> TimelineJobConfig:
+        if (self.voice_model is None) != (self.fusion_model is None):
+            raise ValueError("voice_model and fusion_model go together: the fusion model "
+                             "combines the voice model's embeddings with the face model's")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,103 @@
+"""Voice emotion: per-window class probabilities, valence/arousal and embeddings from speech."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from models import voice_emotion
+from operators import schema as S
+from operators.audio.extract_audio import SAMPLE_RATE
+from operators.audio.voice_features import hop_grid_starts
+from operators.batches import ragged
+from operators.vision.detect_faces import resolve_device
+
+logger = logging.getLogger(__name__)
+
+
+class VoiceEmotionConfig(BaseModel):
+    """The voice model (checkpoint bytes read on the driver) and the analysis grid."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    checkpoint: bytes
+    window_s: float = Field(1.0, gt=0)
+    hop_s: float = Field(0.5, gt=0)
+    # Windows per forward pass: 1 s windows are 16k samples, so 256 is ~16 MB of audio.
+    max_batch: int = Field(256, ge=1)
+    device: str = "auto"
+
+
+class VoiceEmotion:
+    """Ray Data ``map_batches`` actor running the voice model on every analysis window.
+
+    Reads ``AUDIO``, ``AUDIO_START_S``, ``CHUNK_START_S``/``CHUNK_END_S`` (it must run before
+    the voice-features step, which drops ``AUDIO``).  Writes, per chunk row, for the windows
+    whose start lies in the chunk (the same grid as ``VOICE_WINDOW_START_S``):
+    ``VOICE_PROBS`` (n×7), ``VOICE_VALENCE``, ``VOICE_AROUSAL`` (n,) and ``VOICE_FEATURES``
+    (n×D).  Windows are zero-padded to ``window_s`` at the end of the audio; rows without
+    audio get n×… arrays of NaN (missing, never invented).  Resources: the model loads once
+    per actor (GPU when given one).
+    """
+
+    def __init__(self, config: VoiceEmotionConfig):
+        self.config = config
+        with tempfile.NamedTemporaryFile(suffix=".pt") as handle:
+            handle.write(config.checkpoint)
+            handle.flush()
+            self.model = voice_emotion.load(handle.name, device=resolve_device(config.device))
+        self.window = round(config.window_s * SAMPLE_RATE)
+        logger.info("VoiceEmotion model %s on %s", self.model.name, self.model.device)
+
+    def _windows(self, audio: np.ndarray, audio_start: float, starts: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(starts), self.window), np.float32)
+        for i, start in enumerate(starts):
+            lo = round((start - audio_start) * SAMPLE_RATE)
+            piece = audio[lo:lo + self.window]
+            out[i, :len(piece)] = piece
+        return out
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        grids, windows = [], []
+        for audio, audio_start, c0, c1 in zip(batch[S.AUDIO], batch[S.AUDIO_START_S],
+                                              batch[S.CHUNK_START_S], batch[S.CHUNK_END_S],
+                                              strict=True):
+            audio = np.asarray(audio, np.float32)
+            starts = hop_grid_starts(float(c0), float(c1), self.config.hop_s)
+            grids.append((starts, len(audio) > 0))
+            if len(audio):
+                windows.append(self._windows(audio, float(audio_start), starts))
+        stacked = np.concatenate(windows) if windows else np.zeros((0, self.window), np.float32)
+        parts = [voice_emotion.predict(self.model, stacked[i:i + self.config.max_batch])
+                 for i in range(0, len(stacked), self.config.max_batch)]
+        dim = self.model.config.embed_dim
+        outputs = {
+            S.VOICE_PROBS: np.concatenate([p.probs for p in parts]) if parts
+            else np.zeros((0, len(S.EMOTIONS)), np.float32),
+            S.VOICE_VALENCE: np.concatenate([p.valence for p in parts]) if parts
+            else np.zeros(0, np.float32),
+            S.VOICE_AROUSAL: np.concatenate([p.arousal for p in parts]) if parts
+            else np.zeros(0, np.float32),
+            S.VOICE_FEATURES: np.concatenate([p.features for p in parts]) if parts
+            else np.zeros((0, dim), np.float32),
+        }
+        per_row: dict[str, list[np.ndarray]] = {k: [] for k in outputs}
+        offset = 0
+        for starts, has_audio in grids:
+            n = len(starts)
+            for column, values in outputs.items():
+                if has_audio:
+                    per_row[column].append(values[offset:offset + n])
+                else:
+                    per_row[column].append(np.full((n, *values.shape[1:]), np.nan, np.float32))
+            offset += n if has_audio else 0
+        for column, values in per_row.items():
+            batch[column] = ragged(values)
+        seconds = np.array(batch[S.STAGE_SECONDS], dtype=np.float64)
+        batch[S.STAGE_SECONDS] = seconds + (time.perf_counter() - started) / max(1, len(seconds))
+        return batch
