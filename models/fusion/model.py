@@ -10,7 +10,6 @@ extra file (``emoray.json``), so :func:`load` reads both formats to the same
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -21,7 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.checkpoint import Checkpoint, is_torchscript, load_checkpoint, save_checkpoint
+from models.checkpoint import (
+    Checkpoint,
+    load_weights,
+    read_model_file,
+    save_checkpoint,
+    write_torchscript,
+)
 from models.fusion.network import (
     FUSION_MODES,
     AttentionBilinearFusion,
@@ -38,8 +43,6 @@ ARCHS: dict[str, type[nn.Module]] = {
 }
 """Architecture name (as stored in checkpoints) → network class."""
 
-TORCHSCRIPT_META = "emoray.json"
-"""Name of the extra file holding arch, hparams and classes inside an exported TorchScript."""
 
 
 @dataclass
@@ -121,41 +124,17 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Fu
     Raises FileNotFoundError for a missing file and ValueError for a file that is not a
     fusion model, has other classes than ``EMOTIONS``, or whose weights do not fit its arch.
     """
-    path = Path(path)
     device = torch.device(device)
-    if not path.is_file():
-        raise FileNotFoundError(f"fusion model {path} does not exist")
-    if is_torchscript(path):
-        extra = {TORCHSCRIPT_META: ""}
-        network = torch.jit.load(str(path), map_location=device, _extra_files=extra)
-        if not extra[TORCHSCRIPT_META]:
-            raise ValueError(f"{path} is a TorchScript file without {TORCHSCRIPT_META}; "
-                             "export fusion models with models.fusion.export_torchscript")
-        meta = json.loads(extra[TORCHSCRIPT_META])
-        arch, classes = meta["arch"], tuple(meta["classes"])
-        hparams, metadata = meta["hparams"], meta.get("metadata", {})
-    else:
-        checkpoint = load_checkpoint(path)
-        arch, classes = checkpoint.arch, checkpoint.classes
-        hparams, metadata = checkpoint.hparams, checkpoint.metadata
-        network = None
-    if arch not in ARCHS:
-        raise ValueError(f"{path} holds arch {arch!r}, not a fusion model "
-                         f"(expected one of {sorted(ARCHS)})")
-    if classes != EMOTIONS:
-        raise ValueError(f"{path} predicts classes {classes}, expected {EMOTIONS}")
-    hparams = resolve_hparams(arch, hparams)
+    found = read_model_file(path, device, "fusion", ARCHS, EMOTIONS)
+    hparams = resolve_hparams(found.arch, found.hparams)
+    network = found.scripted
     if network is None:
-        network = ARCHS[arch](**hparams)
-        try:
-            network.load_state_dict(checkpoint.state_dict)
-        except RuntimeError as exc:
-            raise ValueError(f"{path}: weights do not fit arch {arch!r} with hparams "
-                             f"{hparams}: {exc}") from exc
+        network = ARCHS[found.arch](**hparams)
+        load_weights(network, found.state_dict, path, hparams)
     network = network.to(device).eval()
-    name = metadata.get("name", path.stem)
-    logger.info("loaded fusion model %s (%s) from %s on %s", name, arch, path, device)
-    return FusionModel(network, arch, hparams, device, name, metadata)
+    name = found.metadata.get("name", Path(path).stem)
+    logger.info("loaded fusion model %s (%s) from %s on %s", name, found.arch, path, device)
+    return FusionModel(network, found.arch, hparams, device, name, found.metadata)
 
 
 def save(model: FusionModel, path: str | os.PathLike[str],
@@ -168,13 +147,9 @@ def save(model: FusionModel, path: str | os.PathLike[str],
 
 def export_torchscript(model: FusionModel, path: str | os.PathLike[str]) -> None:
     """Write ``model`` as TorchScript (arch and hparams inside), loadable by :func:`load`."""
-    network = model.network
-    scripted = network if isinstance(network, torch.jit.ScriptModule) else torch.jit.script(
-        network.eval())
-    meta = {"arch": model.arch, "hparams": model.hparams, "classes": list(EMOTIONS),
-            "metadata": model.metadata}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(scripted, str(path), _extra_files={TORCHSCRIPT_META: json.dumps(meta)})
+    write_torchscript(model.network, path, {
+        "arch": model.arch, "hparams": model.hparams, "classes": list(EMOTIONS),
+        "metadata": model.metadata})
 
 
 def _tensor(name: str, value: Any, dtype: torch.dtype, ndim: int) -> torch.Tensor:

@@ -9,7 +9,6 @@ TorchScript export (arch and hyper-parameters in the extra file ``emoray.json``,
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -20,7 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.checkpoint import Checkpoint, is_torchscript, load_checkpoint, save_checkpoint
+from models.checkpoint import (
+    Checkpoint,
+    load_weights,
+    read_model_file,
+    save_checkpoint,
+    write_torchscript,
+)
 from models.temporal.network import TemporalHead, TemporalOutput
 from operators.schema import EMOTIONS
 
@@ -29,8 +34,6 @@ logger = logging.getLogger(__name__)
 ARCH = "temporal-lstm"
 """Architecture name stored in checkpoints."""
 
-TORCHSCRIPT_META = "emoray.json"
-"""Name of the extra file holding arch, hparams and classes inside an exported TorchScript."""
 
 
 @dataclass
@@ -98,40 +101,17 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Te
     Raises FileNotFoundError for a missing file and ValueError for a file that is not a
     temporal head, has other classes than ``EMOTIONS``, or whose weights do not fit.
     """
-    path = Path(path)
     device = torch.device(device)
-    if not path.is_file():
-        raise FileNotFoundError(f"temporal model {path} does not exist")
-    if is_torchscript(path):
-        extra = {TORCHSCRIPT_META: ""}
-        network = torch.jit.load(str(path), map_location=device, _extra_files=extra)
-        if not extra[TORCHSCRIPT_META]:
-            raise ValueError(f"{path} is a TorchScript file without {TORCHSCRIPT_META}; "
-                             "export temporal heads with models.temporal.export_torchscript")
-        meta = json.loads(extra[TORCHSCRIPT_META])
-        arch, classes = meta["arch"], tuple(meta["classes"])
-        hparams, metadata = meta["hparams"], meta.get("metadata", {})
-    else:
-        checkpoint = load_checkpoint(path)
-        arch, classes = checkpoint.arch, checkpoint.classes
-        hparams, metadata = checkpoint.hparams, checkpoint.metadata
-        network = None
-    if arch != ARCH:
-        raise ValueError(f"{path} holds arch {arch!r}, not a temporal head ({ARCH!r})")
-    if classes != EMOTIONS:
-        raise ValueError(f"{path} predicts classes {classes}, expected {EMOTIONS}")
-    hparams = resolve_hparams(hparams)
+    found = read_model_file(path, device, "temporal head", [ARCH], EMOTIONS)
+    hparams = resolve_hparams(found.hparams)
+    network = found.scripted
     if network is None:
         network = TemporalHead(**hparams)
-        try:
-            network.load_state_dict(checkpoint.state_dict)
-        except RuntimeError as exc:
-            raise ValueError(f"{path}: weights do not fit {ARCH} with hparams "
-                             f"{hparams}: {exc}") from exc
+        load_weights(network, found.state_dict, path, hparams)
     network = network.to(device).eval()
-    name = metadata.get("name", path.stem)
+    name = found.metadata.get("name", Path(path).stem)
     logger.info("loaded temporal head %s from %s on %s", name, path, device)
-    return TemporalModel(network, hparams, device, name, metadata)
+    return TemporalModel(network, hparams, device, name, found.metadata)
 
 
 def save(model: TemporalModel, path: str | os.PathLike[str],
@@ -144,13 +124,9 @@ def save(model: TemporalModel, path: str | os.PathLike[str],
 
 def export_torchscript(model: TemporalModel, path: str | os.PathLike[str]) -> None:
     """Write ``model`` as TorchScript (arch and hparams inside), loadable by :func:`load`."""
-    network = model.network
-    scripted = network if isinstance(network, torch.jit.ScriptModule) else torch.jit.script(
-        network.eval())
-    meta = {"arch": ARCH, "hparams": model.hparams, "classes": list(EMOTIONS),
-            "metadata": model.metadata}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(scripted, str(path), _extra_files={TORCHSCRIPT_META: json.dumps(meta)})
+    write_torchscript(model.network, path, {
+        "arch": ARCH, "hparams": model.hparams, "classes": list(EMOTIONS),
+        "metadata": model.metadata})
 
 
 def predict(model: TemporalModel, features: Any, lengths: Any = None) -> TemporalPrediction:

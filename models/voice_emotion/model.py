@@ -14,11 +14,8 @@ Speech corpora label other sets; :data:`RAVDESS_EMOTIONS` maps RAVDESS's 8 onto 
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 import os
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.checkpoint import Checkpoint, is_torchscript, load_checkpoint, save_checkpoint
+from models.checkpoint import (
+    Checkpoint,
+    load_weights,
+    read_model_file,
+    save_checkpoint,
+    write_torchscript,
+)
 from models.voice_emotion.features import _as_batch
 from models.voice_emotion.network import VoiceEmotionConfig, VoiceEmotionNet
 from operators.schema import EMOTIONS
@@ -38,8 +41,6 @@ logger = logging.getLogger(__name__)
 ARCH = "voice-emotion-cnn"
 """Architecture name in checkpoints and TorchScript metadata."""
 
-TORCHSCRIPT_METADATA = "emoray_model.json"
-"""Extra file inside an exported TorchScript archive: arch, name, hparams and classes."""
 
 RAVDESS_EMOTIONS: dict[str, str] = {
     "01": "neutral",
@@ -89,11 +90,6 @@ class VoiceEmotionModel:
         return VoiceEmotionConfig.from_hparams(self.hparams)
 
 
-def _check_classes(classes: tuple[str, ...], path: Path) -> None:
-    if tuple(classes) != EMOTIONS:
-        raise ValueError(f"{path} predicts classes {list(classes)}, expected {list(EMOTIONS)}")
-
-
 def _ready(
     module: nn.Module, name: str, config: VoiceEmotionConfig, device: str | torch.device
 ) -> VoiceEmotionModel:
@@ -135,48 +131,14 @@ def load(
             "at run time: train a model (on RAVDESS, see models/voice_emotion/MODEL_CARD.md), "
             "save it with models.voice_emotion.save() and pass the checkpoint's path"
         )
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"voice emotion model {path} does not exist")
-    if is_torchscript(path):
-        return _load_torchscript(path, device)
-    if not zipfile.is_zipfile(path):
-        # Both file kinds are zip archives (torch.save's format).  Checked here because
-        # torch.load on other bytes fails with assorted unpickling errors, not a clear one.
-        raise ValueError(f"{path} is neither an emoray checkpoint nor a TorchScript file")
-    checkpoint = load_checkpoint(path)
-    if checkpoint.arch != ARCH:
-        raise ValueError(f"{path} holds a {checkpoint.arch!r} model, not {ARCH!r}")
-    _check_classes(checkpoint.classes, path)
-    config = VoiceEmotionConfig.from_hparams(checkpoint.hparams)
-    net = VoiceEmotionNet(config)
-    try:
-        net.load_state_dict(checkpoint.state_dict)
-    except RuntimeError as exc:
-        raise ValueError(
-            f"{path}: weights do not fit hparams {checkpoint.hparams} ({exc})"
-        ) from exc
-    name = str(checkpoint.metadata.get("name") or path.stem)
-    logger.info("loaded voice emotion model %s from %s", name, path)
-    return _ready(net, name, config, device)
-
-
-def _load_torchscript(path: Path, device: str | torch.device) -> VoiceEmotionModel:
-    extra = {TORCHSCRIPT_METADATA: ""}
-    module = torch.jit.load(str(path), map_location=torch.device(device), _extra_files=extra)
-    try:
-        meta = json.loads(extra[TORCHSCRIPT_METADATA])
-    except json.JSONDecodeError:
-        meta = None
-    if not isinstance(meta, dict) or meta.get("arch") != ARCH:
-        raise ValueError(
-            f"{path} is a TorchScript file but not a {ARCH!r} model exported by "
-            "models.voice_emotion.export_torchscript()"
-        )
-    _check_classes(tuple(meta.get("classes", ())), path)
-    config = VoiceEmotionConfig.from_hparams(meta.get("hparams"))
-    name = str(meta.get("name") or path.stem)
-    logger.info("loaded TorchScript voice emotion model %s from %s", name, path)
+    found = read_model_file(source, device, "voice emotion", [ARCH], EMOTIONS)
+    config = VoiceEmotionConfig.from_hparams(found.hparams)
+    module = found.scripted
+    if module is None:
+        module = VoiceEmotionNet(config)
+        load_weights(module, found.state_dict, source, found.hparams)
+    name = str(found.metadata.get("name") or Path(source).stem)
+    logger.info("loaded voice emotion model %s from %s", name, source)
     return _ready(module, name, config, device)
 
 
@@ -239,21 +201,10 @@ def save(
 def export_torchscript(model: VoiceEmotionModel, path: str | os.PathLike[str]) -> Path:
     """Write ``model`` (waveform in, :class:`VoiceEmotionOutput` out) as a TorchScript file.
 
-    The archive carries arch, name, hparams and classes in :data:`TORCHSCRIPT_METADATA`, so
-    :func:`load` restores a :class:`VoiceEmotionModel` from it.  Serving needs only
-    ``torch.jit.load``: no emoray code and no torchaudio.  Returns the path written.
+    The archive carries arch, name, hparams and classes, so :func:`load` restores a
+    :class:`VoiceEmotionModel` from it.  Serving needs only ``torch.jit.load``: no emoray
+    code and no torchaudio.  Returns the path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    module = model.module
-    if not isinstance(module, torch.jit.ScriptModule):
-        # Script a CPU copy: scripting shares parameters, and the live model stays on its device.
-        module = torch.jit.script(copy.deepcopy(module).cpu().eval())
-    meta = {
-        "arch": ARCH,
-        "name": model.name,
-        "hparams": model.hparams,
-        "classes": list(model.classes),
-    }
-    torch.jit.save(module, str(path), _extra_files={TORCHSCRIPT_METADATA: json.dumps(meta)})
-    return path
+    return write_torchscript(model.module, path, {
+        "arch": ARCH, "hparams": model.hparams, "classes": list(model.classes),
+        "metadata": {"name": model.name}})

@@ -267,12 +267,12 @@ def test_load_errors(tmp_path: Path) -> None:
     script = tmp_path / "linear.ts"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(script))
     for path, message in [
-        (text, "neither"),
+        (text, "not a torch checkpoint"),
         (foreign, "not an emoray-checkpoint"),
         (face, "face-emotion-cnn"),
         (wrong_classes, "calm"),
         (mismatched, "do not fit"),
-        (script, "TorchScript file but not"),
+        (script, "TorchScript file without"),
     ]:
         with pytest.raises(ValueError, match=message):
             ve.load(path)
