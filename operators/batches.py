@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 
 def ragged(values: list[np.ndarray]) -> np.ndarray:
@@ -10,3 +11,25 @@ def ragged(values: list[np.ndarray]) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out
+
+
+def to_list_columns(batch: dict[str, np.ndarray]) -> pa.Table:
+    """Ray Data step before a shuffle: per-row arrays become flat Arrow ``list`` columns.
+
+    Ray stores per-row arrays as tensor columns, fixed-shape in a block where all rows agree
+    and variable-shaped elsewhere; the hash shuffle cannot concatenate blocks of both kinds.
+    Flat lists have one type everywhere; readers restore the trailing dimensions, which the
+    data contract fixes (e.g. 4 per face box).  Scalar columns pass through unchanged.
+    """
+    columns = {}
+    for name, values in batch.items():
+        # Ray gives an (rows, …) array when every row's array has the same shape, else an
+        # object array of per-row arrays.
+        if values.ndim > 1 or (values.dtype == object and len(values)
+                               and isinstance(values[0], np.ndarray)):
+            flat = [np.ravel(v) for v in values]
+            # Empty arrays keep their dtype, so every block agrees (int32 frame indices…).
+            columns[name] = pa.array(flat, type=pa.list_(pa.from_numpy_dtype(flat[0].dtype)))
+        else:
+            columns[name] = pa.array(values)
+    return pa.table(columns)

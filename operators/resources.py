@@ -26,11 +26,24 @@ class StageResources(BaseModel):
     num_gpus: float = Field(0.0, ge=0)
     batch_size: int | None = Field(None, ge=1)
     actors: tuple[int, int] = (1, 2)
+    # Retries of a batch whose worker died (a decoder crash, an OOM kill).  Bounded, so a
+    # recording that kills every worker ends as a `failed` clip instead of looping forever
+    # (Ray Data would retry actor tasks without limit).
+    max_retries: int = Field(3, ge=0)
+
+    def remote_args(self, *, stateful: bool) -> dict[str, Any]:
+        """Resources and retry policy as Ray remote arguments."""
+        args: dict[str, Any] = {"num_cpus": self.num_cpus}
+        if self.num_gpus:
+            args["num_gpus"] = self.num_gpus
+        if stateful:
+            args.update(max_restarts=-1, max_task_retries=self.max_retries)
+        else:
+            args["max_retries"] = self.max_retries
+        return args
 
     def map_batches_kwargs(self, *, stateful: bool) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"num_cpus": self.num_cpus, "batch_size": self.batch_size}
-        if self.num_gpus:
-            kwargs["num_gpus"] = self.num_gpus
+        kwargs = {"batch_size": self.batch_size, **self.remote_args(stateful=stateful)}
         if stateful:
             kwargs["compute"] = ray.data.ActorPoolStrategy(
                 min_size=self.actors[0], max_size=self.actors[1]

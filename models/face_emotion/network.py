@@ -3,8 +3,8 @@
 Shared contract, relied on by :mod:`models.face_emotion.model`:
 
 * ``forward_features(x) -> (logits (N, classes), features (N, feature_dim))``, where
-  ``features`` is the penultimate pooled vector (the input of the classification layer in
-  eval mode), used for multimodal fusion; ``forward(x)`` returns the logits alone.
+  ``features`` is the penultimate vector, pooled over space (what the classification layer
+  reads, in eval mode), used for multimodal fusion; ``forward(x)`` returns the logits alone.
 * ``feature_dim`` (int attribute), ``INPUT_CONV`` (state-dict key of the first convolution's
   weight) and ``HEAD`` (state-dict prefix of the classification layer) let user-supplied
   initial weights be adapted to the input channels and class count.
@@ -20,6 +20,8 @@ Networks:
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -125,8 +127,9 @@ class FaceResNet(ResNet):
 
     INPUT_CONV = "conv1.weight"
     HEAD = "fc."
-    LAYERS = {18: (BasicBlock, [2, 2, 2, 2]), 50: (Bottleneck, [3, 4, 6, 3])}
-    STEMS = ("standard", "small")
+    LAYERS: ClassVar[dict[int, tuple[type[nn.Module], list[int]]]] = {
+        18: (BasicBlock, [2, 2, 2, 2]), 50: (Bottleneck, [3, 4, 6, 3])}
+    STEMS: ClassVar[tuple[str, ...]] = ("standard", "small")
 
     def __init__(self, depth: int, num_classes: int = 7, in_channels: int = 3,
                  stem: str = "standard"):

@@ -75,10 +75,11 @@ def median_smooth(values: np.ndarray, present: np.ndarray, width: int) -> np.nda
 
 
 def _concat(batch: dict[str, np.ndarray], column: str, dtype: Any, width: int | None = None):
-    parts = [np.asarray(v, dtype=dtype) for v in batch[column]]
-    shape = (0,) if width is None else (0, width)
-    parts = [p.reshape(shape[:1] + p.shape[1:]) if p.size == 0 else p for p in parts]
-    return np.concatenate(parts) if parts else np.zeros(shape, dtype)
+    """One array from a column's per-row arrays, which arrive as flat lists (see
+    ``operators.batches.to_list_columns``): ``width`` restores the trailing dimension."""
+    shape = (-1,) if width is None else (-1, width)
+    parts = [np.asarray(v, dtype=dtype).reshape(shape) for v in batch[column]]
+    return np.concatenate(parts) if parts else np.zeros((0, *shape[1:]), dtype)
 
 
 class BuildTimeline:
@@ -98,8 +99,9 @@ class BuildTimeline:
     present (``fusion``, ``face_only`` or ``voice_only``; voice is attributed to the
     participant, track 0, or to the null track of a faceless clip).  Windows with neither a
     face nor speech keep null categories — never a guess.  Terminal status: an upstream
-    failure (``read_error``, ``decode_error``, ``partial``, …) wins, then ``no_face``, then
-    ``no_audio``, else ``ok``.  Resources: 1 task per clip on small rows (no frames or crops).
+    failure (``read_error``, ``decode_error``, ``partial``, …) wins, then chunks missing from
+    ``N_CHUNKS`` (``partial``), then ``no_face``, then ``no_audio``, else ``ok``.
+    Resources: 1 task per clip on small rows (no frames or crops).
     """
 
     def __init__(self, config: TimelineConfig, min_speech_ratio: float,
@@ -116,6 +118,11 @@ class BuildTimeline:
         first = {k: v[0] for k, v in batch.items()}
         statuses = [s for s in batch[S.STATUS] if s]
         errors = [e for e in batch[S.ERROR] if e]
+        lost = sorted(set(range(int(first[S.N_CHUNKS]))) - set(batch[S.CHUNK_INDEX].tolist()))
+        if lost and not statuses:
+            statuses.append(S.Status.PARTIAL.value)
+            errors.append(f"chunk(s) {lost} of {int(first[S.N_CHUNKS])} lost after repeated "
+                          "worker failures; the timeline has gaps there")
 
         frame_ts = _concat(batch, S.FRAME_TS, np.float64)
         offsets = np.cumsum([0, *(len(v) for v in batch[S.FRAME_TS])])[:-1]
@@ -160,16 +167,20 @@ class BuildTimeline:
         n = len(starts)
         sources = {S.SPEECH_RATIO: S.VOICE_SPEECH_RATIO, S.PITCH_HZ: S.VOICE_PITCH_HZ,
                    S.LOUDNESS_DB: S.VOICE_LOUDNESS_DB, S.MFCC_MEAN: S.VOICE_MFCC}
+        widths = {S.MFCC_MEAN: S.N_MFCC}
         if self.fusion is not None:
             sources.update({c: c for c in (S.VOICE_PROBS, S.VOICE_FEATURES)})
+            widths.update({S.VOICE_PROBS: len(S.EMOTIONS),
+                           S.VOICE_FEATURES: self.fusion.input_dims[1]})
         out: dict[str, np.ndarray] = {}
         window_of = {round(s / self.config.hop_s): i for i, s in enumerate(starts)}
         for target, source in sources.items():
-            width = [np.asarray(v).shape[1:] for v in batch[source] if np.asarray(v).ndim > 1]
-            out[target] = np.full((n, *(width[0] if width else ())), np.nan, np.float32)
+            # Rows arrive as flat lists (see operators.batches.to_list_columns).
+            shape = (-1, widths[target]) if target in widths else (-1,)
+            out[target] = np.full((n, *shape[1:]), np.nan, np.float32)
             for voice_starts, values in zip(batch[S.VOICE_WINDOW_START_S], batch[source],
                                             strict=True):
-                values = np.asarray(values, np.float32)
+                values = np.asarray(values, np.float32).reshape(shape)
                 for j, start in enumerate(voice_starts):
                     slot = window_of.get(round(start / self.config.hop_s))
                     if slot is not None:

@@ -88,9 +88,11 @@ class _AudioWindows:
         return out
 
 
-def _chunk_row(row: dict[str, Any], index: int, start: float, end: float) -> dict[str, Any]:
+def _chunk_row(row: dict[str, Any], index: int, start: float, end: float,
+               n_chunks: int = 1) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if k != S.LOCAL_PATH}
-    out.update({S.CHUNK_INDEX: index, S.CHUNK_START_S: start, S.CHUNK_END_S: end})
+    out.update({S.CHUNK_INDEX: index, S.N_CHUNKS: n_chunks, S.CHUNK_START_S: start,
+                S.CHUNK_END_S: end})
     return out
 
 
@@ -113,7 +115,8 @@ def make_decode_fn(config: DecodeConfig) -> Callable[[dict[str, Any]], Iterator[
     ``chunk_s`` of the clip with ``FRAMES`` (uint8 n×H×W×3 RGB at the working size, rotation
     applied), ``FRAME_TS``, ``FRAME_WIDTH``/``FRAME_HEIGHT``, ``AUDIO`` (16 kHz mono float32 from
     ``AUDIO_START_S`` = chunk start, covering the chunk plus ``window_s - hop_s`` so the last
-    windows are complete; empty without an audio stream) and ``CHUNK_*``.  Only one chunk is
+    windows are complete; empty without an audio stream), ``CHUNK_*`` and ``N_CHUNKS`` (so
+    a chunk lost later to repeated worker failures is noticed).  Only one chunk is
     in memory at a time.
 
     Failure behaviour: a clip that already failed (staging/probe) becomes one row with its
@@ -169,7 +172,7 @@ def _decode_chunks(
         for index in range(n_chunks):
             start = index * config.chunk_s
             end = min(duration, start + config.chunk_s)
-            chunk = _chunk_row(row, index, start, end)
+            chunk = _chunk_row(row, index, start, end, n_chunks)
             chunk[S.STAGE_SECONDS] = 0.0 if index else row[S.STAGE_SECONDS]
             times = np.arange(math.ceil(start * config.sample_fps - 1e-9),
                               math.ceil(end * config.sample_fps - 1e-9)) / config.sample_fps

@@ -71,6 +71,7 @@ class TimelineWriter:
         failed_probe = row[S.DURATION_S] is None or (
             isinstance(row[S.DURATION_S], float) and math.isnan(row[S.DURATION_S]))
         clean = {k: _clean(v) for k, v in row.items() if k != S.TIMELINE}
+        clean.setdefault(S.SIZE_BYTES, None)
         if failed_probe:
             clean.update(dict.fromkeys(_MEDIA_FACTS))
         clean[S.RUN_ID] = self.config.run_id
@@ -78,6 +79,15 @@ class TimelineWriter:
         clean[S.FACE_MODEL] = self.config.face_model if clean.get(S.FACE_TRACKS) else None
         clean[S.PROCESSED_AT] = datetime.now(UTC)
         return {field.name: clean.get(field.name) for field in S.CLIP_SCHEMA}
+
+    def write_failed(self, clip_id: str, uri: str, message: str) -> dict:
+        """Record a clip whose rows never arrived (its tasks failed on every retry)."""
+        remove(timeline_uri(self.config.out, clip_id), self.config.storage_options)
+        row = self._clip_row({S.CLIP_ID: clip_id, S.URI: uri, S.STATUS: S.Status.FAILED.value,
+                              S.ERROR: message, S.DURATION_S: None})
+        write_parquet_atomic(pa.Table.from_pylist([row], schema=S.CLIP_SCHEMA),
+                             clip_uri(self.config.out, clip_id), self.config.storage_options)
+        return row
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         clip_rows = []

@@ -19,13 +19,13 @@ import ray
 
 from infra import ray_cluster
 from infra.logs import setup_logging
-from infra.storage import InputError, list_inputs
+from infra.storage import InputError, clip_id_for, list_inputs
 from infra.tracking import log_job_results, resolve_model_file, tracked_run
 from models import face_emotion, fusion, voice_emotion
 from operators import schema as S
 from operators.io.files import is_remote
 from operators.io.write_outputs import CLIPS_DIR, TIMELINES_DIR
-from pipelines.emotion_timeline.build import ResolvedModels, build
+from pipelines.emotion_timeline.build import ResolvedModels, build, make_writer
 from pipelines.emotion_timeline.config import TimelineJobConfig, load_config
 
 logger = logging.getLogger("emoray.run")
@@ -91,8 +91,8 @@ def run(input_spec: str, out: str, config: TimelineJobConfig) -> JobResult:
         with tracked_run(config.tracking, "timeline", params) as run_id:
             ds = build(config, inputs, out, run_id=run_id, models=models,
                        gpus=ray_cluster.cluster_has_gpus())
-            clips = ds.to_pandas()
-            _check_complete(inputs, clips)
+            clips = _record_failures(inputs, ds.to_pandas(),
+                                     make_writer(config, out, run_id, models))
             wall = time.perf_counter() - started
             video = float(clips[S.DURATION_S].fillna(0).sum())
             result = JobResult(clips=clips, run_id=run_id, wall_s=wall, video_s=video,
@@ -116,15 +116,26 @@ _USABLE = {S.Status.OK.value, S.Status.NO_FACE.value, S.Status.NO_AUDIO.value,
            S.Status.PARTIAL.value}
 
 
-def _check_complete(inputs, clips: pd.DataFrame) -> None:
-    expected = {ref.uri for ref in inputs}
-    got = list(clips[S.URI])
-    missing = expected - set(got)
-    if missing or len(got) != len(expected):
-        raise RuntimeError(
-            f"job lost track of inputs: {len(got)} clip rows for {len(expected)} inputs; "
-            f"missing: {sorted(missing)[:10]}"
-        )
+def _record_failures(inputs, clips: pd.DataFrame, writer) -> pd.DataFrame:
+    """Give every input without a clip row (its work failed on every retry) a `failed` row,
+    so each input ends in exactly one terminal status."""
+    if clips[S.URI].duplicated().any():
+        raise RuntimeError(f"duplicate clip rows: {clips[S.URI][clips[S.URI].duplicated()]}")
+    done = set(clips[S.URI]) if len(clips) else set()
+    missing = [ref for ref in inputs if ref.uri not in done]
+    if missing and len(missing) == len(inputs) > 1:
+        raise RuntimeError("every clip failed in the workers: that is a bug or an "
+                           "infrastructure fault, not bad input (see the Ray logs above)")
+    rows = []
+    for ref in missing:
+        logger.error("%s: no result after retries; recording it as failed", ref.uri)
+        rows.append(writer.write_failed(
+            clip_id_for(ref.uri), ref.uri,
+            "processing failed on every retry (a worker crashed or raised); see the Ray logs"))
+    if not rows:
+        return clips
+    failed = pd.DataFrame(rows)
+    return pd.concat([clips, failed], ignore_index=True) if len(clips) else failed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from infra.storage import InputRef, clip_id_for
 from operators import schema as S
 from operators.audio.voice_emotion import VoiceEmotion, VoiceEmotionConfig
 from operators.audio.voice_features import VoiceFeatures
+from operators.batches import to_list_columns
 from operators.fusion.build_timeline import make_timeline_fn
 from operators.io.decode_frames import make_decode_fn
 from operators.io.probe_media import make_probe_fn
@@ -70,7 +71,7 @@ def build(
 
     # One block per clip: clips are the unit of parallelism before decoding fans them out.
     ds = ray.data.from_items(input_rows(inputs), override_num_blocks=len(inputs))
-    decode_args = {"num_cpus": res.decode.num_cpus}
+    decode_args = res.decode.remote_args(stateful=False)
     ds = ds.map(make_stage_fn(storage_options, config.staging_dir), **decode_args)
     ds = ds.map(make_probe_fn(), **decode_args)
     ds = ds.flat_map(make_decode_fn(config.decode), **decode_args)
@@ -88,14 +89,24 @@ def build(
     # One shuffle partition per clip up to a bound: Ray's default (200) is pure overhead
     # for a handful of clips.
     partitions = max(1, min(len(inputs), _MAX_SHUFFLE_PARTITIONS))
+    ds = apply_map_batches(ds, to_list_columns, res.timeline)
     ds = ds.groupby(S.CLIP_ID, num_partitions=partitions).map_groups(
         make_timeline_fn(config.timeline, config.voice.min_speech_ratio,
                          models.fusion_checkpoint),
-        batch_format="numpy", num_cpus=res.timeline.num_cpus)
-    writer = TimelineWriter(WriterConfig(
-        out=out, storage_options=storage_options, run_id=run_id,
+        batch_format="numpy", **res.timeline.remote_args(stateful=False))
+    ds = apply_map_batches(ds, make_writer(config, out, run_id, models), res.writer,
+                           batch_format="pyarrow")
+    # A batch whose worker died on every retry must not abort the whole job: its clip is
+    # detected as missing at the end and recorded as `failed` (see __main__.run).
+    ds.context.max_errored_blocks = -1
+    return ds
+
+
+def make_writer(config: TimelineJobConfig, out: str, run_id: str, models: ResolvedModels
+                ) -> TimelineWriter:
+    return TimelineWriter(WriterConfig(
+        out=out, storage_options=config.storage.storage_options(), run_id=run_id,
         detector=_detector_name(config), face_model=models.face_name))
-    return apply_map_batches(ds, writer, res.writer, batch_format="pyarrow")
 
 
 def _detector_name(config: TimelineJobConfig) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
 from operators import schema as S
-from operators.batches import ragged
+from operators.batches import ragged, to_list_columns
 from operators.fusion.build_timeline import (
     CIRCUMPLEX,
     BuildTimeline,
@@ -21,14 +22,16 @@ SAD = np.eye(7, dtype=np.float32)[S.EMOTIONS.index("sad")]
 
 
 def _chunks(n_chunks=2, chunk_s=2.0, fps=5, face=lambda t: True, has_audio=True,
-            status=("", "")):
+            status=None):
     """Chunk rows as the face-emotion stage hands them over."""
     cols = {k: [] for k in (S.CLIP_ID, S.URI, S.SIZE_BYTES, S.STATUS, S.ERROR, S.CONTAINER,
                             S.VIDEO_CODEC, S.DURATION_S, S.FPS, S.WIDTH, S.HEIGHT, S.ROTATION,
-                            S.HAS_AUDIO, S.CHUNK_INDEX, S.CHUNK_START_S, S.CHUNK_END_S,
+                            S.HAS_AUDIO, S.CHUNK_INDEX, S.N_CHUNKS, S.CHUNK_START_S,
+                            S.CHUNK_END_S,
                             S.FRAME_TS, S.FACE_FRAME, S.FACE_BOX, S.FACE_SCORE, S.FACE_PROBS,
                             S.VOICE_WINDOW_START_S, S.VOICE_SPEECH_RATIO, S.VOICE_PITCH_HZ,
                             S.VOICE_LOUDNESS_DB, S.VOICE_MFCC, S.STAGE_SECONDS)}
+    status = status or ("",) * n_chunks
     for c in reversed(range(n_chunks)):  # out of order on purpose
         start, end = c * chunk_s, (c + 1) * chunk_s
         ts = np.arange(start * fps, end * fps) / fps
@@ -39,7 +42,8 @@ def _chunks(n_chunks=2, chunk_s=2.0, fps=5, face=lambda t: True, has_audio=True,
             S.CLIP_ID: "clip", S.URI: "/x.mp4", S.SIZE_BYTES: 10, S.STATUS: status[c],
             S.ERROR: "", S.CONTAINER: "mp4", S.VIDEO_CODEC: "h264",
             S.DURATION_S: n_chunks * chunk_s, S.FPS: 25.0, S.WIDTH: 640.0, S.HEIGHT: 480.0,
-            S.ROTATION: 0.0, S.HAS_AUDIO: has_audio, S.CHUNK_INDEX: c, S.CHUNK_START_S: start,
+            S.ROTATION: 0.0, S.HAS_AUDIO: has_audio, S.CHUNK_INDEX: c, S.N_CHUNKS: n_chunks,
+            S.CHUNK_START_S: start,
             S.CHUNK_END_S: end, S.FRAME_TS: ts, S.FACE_FRAME: frames,
             S.FACE_BOX: np.tile(np.float32([100, 100, 200, 200]), (len(frames), 1)),
             S.FACE_SCORE: np.ones(len(frames), np.float32),
@@ -99,6 +103,14 @@ def test_no_audio_clip_has_null_voice():
     assert summary[S.SPEECH_COVERAGE] is None
 
 
+def test_a_lost_chunk_makes_the_clip_partial():
+    batch = _chunks(n_chunks=3)
+    kept = {k: v[[0, 2]] for k, v in batch.items()}  # rows are in reverse: chunk 1 is lost
+    summary, tl = _build(kept)
+    assert summary[S.STATUS] == "partial" and "[1] of 3 lost" in summary[S.ERROR]
+    assert summary[S.WINDOWS] == 8 and len(tl) == 8  # the two chunks that arrived
+
+
 def test_upstream_failure_wins():
     summary, _ = _build(_chunks(status=("", "partial")))
     assert summary[S.STATUS] == "partial"
@@ -119,3 +131,24 @@ def test_circumplex_is_a_weighted_mean():
     valence, arousal = circumplex_va(probs)
     assert valence[2] == pytest.approx((valence[0] + valence[1]) / 2)
     assert valence[0] > 0 > valence[1] and arousal[0] > 0 > arousal[1]
+
+
+def test_list_columns_round_trip_into_the_builder():
+    """Chunk rows flattened for the shuffle (to_list_columns) build the same timeline."""
+    batch = _chunks()
+    flat = to_list_columns(batch)
+    assert flat.schema.field(S.FACE_BOX).type == pa.list_(pa.float32())
+    assert flat.schema.field(S.FACE_FRAME).type == pa.list_(pa.int32())
+    assert flat.schema.field(S.STATUS).type == pa.string()
+    as_numpy = {name: np.asarray(flat.column(name).to_numpy(zero_copy_only=False))
+                for name in flat.column_names}
+    _, direct = _build(batch)
+    _, via_lists = _build(as_numpy)
+    pd.testing.assert_frame_equal(direct, via_lists)
+
+
+def test_list_columns_accept_uniform_row_arrays():
+    """Ray hands an (rows, n, 4) array, not an object array, when all rows agree in shape."""
+    flat = to_list_columns({S.FACE_BOX: np.ones((2, 3, 4), np.float32),
+                            S.CHUNK_INDEX: np.arange(2)})
+    assert flat.column(S.FACE_BOX).to_pylist()[1] == [1.0] * 12

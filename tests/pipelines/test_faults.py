@@ -1,0 +1,93 @@
+"""Faults: a worker process killed while it decodes a recording (a real SIGKILL, as a decoder
+crash or the OOM killer would do).  The clip is retried; if every retry dies it ends as
+`failed` with the reason, and the other clips are complete either way."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from operators import schema as S
+from pipelines.emotion_timeline.__main__ import run
+from pipelines.emotion_timeline.config import load_config
+from pipelines.sample_media.build import make_webcam_recording
+
+pytestmark = pytest.mark.integration
+
+
+class WorkerKiller(threading.Thread):
+    """Kill Ray worker processes that have ``target`` open, at most ``limit`` times."""
+
+    def __init__(self, target: Path, limit: int | None):
+        super().__init__(daemon=True)
+        self.target, self.limit = str(target), limit
+        self.killed: list[int] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set() and (self.limit is None or len(self.killed) < self.limit):
+            for proc in psutil.process_iter(["cmdline"]):
+                cmdline = proc.info["cmdline"] or [""]
+                if not cmdline[0].startswith("ray::"):
+                    continue
+                try:
+                    if any(f.path == self.target for f in proc.open_files()):
+                        proc.kill()
+                        self.killed.append(proc.pid)
+                except psutil.Error:
+                    continue
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def inputs(media, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("fault-inputs")
+    make_webcam_recording(folder / "long_session.mp4", 30)
+    for case in ("face_speech", "no_face"):
+        shutil.copy(media[case], folder)
+    return folder
+
+
+def _run_with_killer(inputs: Path, out: Path, limit: int | None):
+    killer = WorkerKiller(inputs / "long_session.mp4", limit)
+    killer.start()
+    try:
+        result = run(str(inputs), str(out), load_config(None, ["tracking.enabled=false"]))
+    finally:
+        killer.stop()
+    clips = result.clips.set_index(result.clips[S.URI].map(lambda uri: Path(uri).name))
+    return killer, clips
+
+
+def test_killed_worker_is_retried_and_the_clip_completes(inputs, ray_local, tmp_path):
+    killer, clips = _run_with_killer(inputs, tmp_path / "out", limit=1)
+    assert len(killer.killed) == 1
+    assert len(clips) == 3
+    long = clips.loc["long_session.mp4"]
+    assert long[S.STATUS] == "ok", long[S.ERROR]
+    assert long[S.WINDOWS] == pytest.approx(30 / 0.5, abs=1)
+    timelines = pd.read_parquet(tmp_path / "out" / "timelines")
+    assert not timelines.duplicated([S.CLIP_ID, S.TRACK_ID, S.WINDOW_INDEX]).any()
+
+
+def test_clip_killing_every_worker_ends_failed_and_others_complete(inputs, ray_local, tmp_path):
+    killer, clips = _run_with_killer(inputs, tmp_path / "out", limit=None)
+    assert len(killer.killed) >= 2  # the first attempt and at least one retry
+    assert len(clips) == 3
+    long = clips.loc["long_session.mp4"]
+    assert long[S.STATUS] == "failed" and "every retry" in long[S.ERROR]
+    assert clips.loc["face_speech.mp4", S.STATUS] == "ok"
+    assert clips.loc["no_face.mp4", S.STATUS] == "no_face"
+    written = pd.read_parquet(tmp_path / "out" / "clips")
+    assert set(written[S.STATUS]) == {"ok", "no_face", "failed"}
+    assert not (tmp_path / "out" / "timelines" / f"{long[S.CLIP_ID]}.parquet").exists()
