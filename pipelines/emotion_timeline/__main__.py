@@ -90,7 +90,8 @@ def run(input_spec: str, out: str, config: TimelineJobConfig) -> JobResult:
         params = {"input": input_spec, "out": out, **config.model_dump(mode="json")}
         with tracked_run(config.tracking, "timeline", params) as run_id:
             ds = build(config, inputs, out, run_id=run_id, models=models,
-                       gpus=ray_cluster.cluster_has_gpus())
+                       gpus=ray_cluster.cluster_has_gpus(),
+                       cpus=ray.cluster_resources().get("CPU", 1.0))
             clips = _record_failures(inputs, ds.to_pandas(),
                                      make_writer(config, out, run_id, models))
             wall = time.perf_counter() - started

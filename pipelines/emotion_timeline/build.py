@@ -59,6 +59,7 @@ def build(
     run_id: str,
     models: ResolvedModels,
     gpus: bool,
+    cpus: float,
 ) -> ray.data.Dataset:
     """The lazy dataset of written clip rows (``CLIP_SCHEMA``); consuming it runs the job."""
     storage_options = config.storage.storage_options()
@@ -68,6 +69,13 @@ def build(
         detector_res, emotion_res, voice_res = (
             r.model_copy(update={"num_gpus": res.gpu_share})
             for r in (detector_res, emotion_res, voice_res))
+    # Start no more detector actors than fit beside a decoder and the small actors: actors
+    # hold their CPUs, and a pool that cannot start deadlocks the job on a small node.
+    room = cpus - res.decode.num_cpus - emotion_res.num_cpus - (
+        voice_res.num_cpus if models.voice_checkpoint is not None else 0.0)
+    fit = max(1, int(room // detector_res.num_cpus)) if detector_res.num_cpus else 1
+    low, high = detector_res.actors
+    detector_res = detector_res.model_copy(update={"actors": (min(low, fit), max(high, 1))})
 
     # One block per clip: clips are the unit of parallelism before decoding fans them out.
     ds = ray.data.from_items(input_rows(inputs), override_num_blocks=len(inputs))

@@ -2,8 +2,9 @@
 
     .venv/bin/python tests/benchmarks/bench_timeline.py [--minutes 2] [--json out.json]
 
-Prints the real-time factor (video seconds per wall second), Ray Data's per-stage times and
-the peak resident memory of the driver plus all Ray worker processes (sampled every 0.2 s).
+Prints the real-time factor (video seconds per wall second, Ray's start-up included), Ray
+Data's per-stage times and the peak memory (PSS) of the driver plus all Ray processes
+(sampled every 0.2 s).
 Not part of the test command: timings belong here, not in unit tests.
 """
 
@@ -28,8 +29,12 @@ from pipelines.emotion_timeline.config import load_config
 logger = logging.getLogger("bench")
 
 
-class PeakRSS:
-    """Peak summed RSS of this process and its descendants (Ray's raylet, workers, …)."""
+class PeakMemory:
+    """Peak summed PSS of this process and its descendants (Ray's raylet, workers, …).
+
+    PSS, not RSS: Ray's object store is shared memory mapped into every worker, and summing
+    RSS would count it once per process.
+    """
 
     def __init__(self, interval: float = 0.2):
         self.interval, self.peak = interval, 0
@@ -42,13 +47,13 @@ class PeakRSS:
             total = 0
             for proc in [me, *me.children(recursive=True)]:
                 try:
-                    total += proc.memory_info().rss
+                    total += proc.memory_full_info().pss
                 except psutil.Error:
                     continue
             self.peak = max(self.peak, total)
             time.sleep(self.interval)
 
-    def __enter__(self) -> PeakRSS:
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 
@@ -86,19 +91,20 @@ def main() -> None:
         make_webcam_recording(clip, args.minutes * 60)
         generate_s = time.perf_counter() - started
         config = load_config(None, ["tracking.enabled=false", *args.overrides])
-        with PeakRSS() as rss:
+        with PeakMemory() as memory:
             result = run(str(clip.parent), str(Path(tmp) / "out"), config)
     stages = stage_times(result.stage_stats)
     report = {
         "video_s": result.video_s, "wall_s": round(result.wall_s, 2),
         "realtime_factor": round(result.realtime_factor, 2),
-        "peak_rss_mib": round(rss.peak / 2**20), "status": result.clips["status"].tolist(),
+        "peak_pss_mib": round(memory.peak / 2**20),
+        "status": result.clips["status"].tolist(),
         "stage_wall_s": {k: round(v, 2) for k, v in stages.items()},
         "generate_s": round(generate_s, 1), "overrides": args.overrides,
     }
     total = sum(stages.values()) or 1.0
     print(f"video {report['video_s']:.0f} s | wall {report['wall_s']:.1f} s | "
-          f"{report['realtime_factor']:.2f}x real time | peak RSS {report['peak_rss_mib']} MiB")
+          f"{report['realtime_factor']:.2f}x real time | peak PSS {report['peak_pss_mib']} MiB")
     for name, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<60} {seconds:8.1f} s  {100 * seconds / total:5.1f}%")
     if args.json:
