@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import psutil
-from pipelines.sample_media.build import make_webcam_recording
 
 from infra.logs import setup_logging
 from pipelines.emotion_timeline.__main__ import run
 from pipelines.emotion_timeline.config import load_config
+from pipelines.sample_media.build import make_webcam_recording
 
 logger = logging.getLogger("bench")
 
