@@ -107,6 +107,8 @@ def build(
     # A batch whose worker died on every retry must not abort the whole job: its clip is
     # detected as missing at the end and recorded as `failed` (see __main__.run).
     ds.context.max_errored_blocks = -1
+    ds.context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(
+        object_store_memory=res.object_store_gib * 2**30)
     return ds
 
 

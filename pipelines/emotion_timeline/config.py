@@ -46,6 +46,10 @@ class ResourcesConfig(BaseModel):
     # Share of one GPU per detector/emotion actor when the cluster has GPUs: MTCNN at
     # 640 px uses a fraction of a modern GPU, so four actors share one.
     gpu_share: float = Field(0.25, gt=0, le=1)
+    # Object store the job may fill with in-flight rows.  Decoding outruns detection, so
+    # without a cap it would buffer frames up to the store's size (30% of RAM); 2 GiB is
+    # ~40 chunks of 640×480 frames in flight, plenty to keep every stage busy.
+    object_store_gib: float = Field(2.0, gt=0)
 
 
 class TimelineJobConfig(BaseModel):
