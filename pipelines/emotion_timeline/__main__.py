@@ -46,10 +46,9 @@ class JobResult:
         return self.video_s / self.wall_s if self.wall_s > 0 else 0.0
 
     def summary_line(self) -> str:
-        counts = self.clips[S.STATUS].value_counts().to_dict()
-        ok = counts.get(S.Status.OK.value, 0)
-        detail = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-        return (f"clips: {len(self.clips)} ({ok} ok; {detail}) | video {self.video_s:.1f} s | "
+        counts = self.clips[S.STATUS].value_counts()
+        detail = ", ".join(f"{status}={n}" for status, n in counts.items())
+        return (f"clips: {len(self.clips)} ({detail}) | video {self.video_s:.1f} s | "
                 f"wall {self.wall_s:.1f} s | {self.realtime_factor:.1f}x real time")
 
 

@@ -57,7 +57,8 @@ def test_cli_runs_with_a_registry_model(media, ray_local, tmp_path, registered_s
     assert face[S.DOMINANT_EMOTION] == "sad"  # the registry's model was used, not the default
     assert face[S.FACE_MODEL] == "sad-biased (models:/face-emotion@champion)"
     assert face[S.FRAMES_SAMPLED] == pytest.approx(2 * face[S.DURATION_S], abs=1)
-    assert any(r.getMessage().startswith("clips: 2 (1 ok;") for r in caplog.records)
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("clips: 2 (")]
+    assert summary and "ok=1" in summary[0] and "no_face=1" in summary[0]
     runs = MlflowClient(registered_sad_model).search_runs(
         [mlflow.get_experiment_by_name("emoray-timeline").experiment_id])
     assert len(runs) == 1 and runs[0].data.metrics["clips"] == 2
