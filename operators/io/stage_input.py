@@ -42,11 +42,17 @@ def make_stage_fn(
             else:
                 local = Path(uri)
                 if not local.is_file():
-                    raise FileNotFoundError(f"no such file: {uri}")
+                    raise FileNotFoundError(uri)
             row[S.LOCAL_PATH] = str(local)
             row[S.SIZE_BYTES] = local.stat().st_size
-        except (FileNotFoundError, PermissionError) as exc:
-            row[S.STATUS], row[S.ERROR] = S.Status.READ_ERROR.value, f"cannot read input: {exc}"
+        # Say which: S3 answers a denied HEAD with a bare "Forbidden", a missing one with the
+        # path alone, and neither reads as a reason.
+        except FileNotFoundError as exc:
+            row[S.STATUS] = S.Status.READ_ERROR.value
+            row[S.ERROR] = f"cannot read input: not found ({exc})"
+        except PermissionError as exc:
+            row[S.STATUS] = S.Status.READ_ERROR.value
+            row[S.ERROR] = f"cannot read input: access denied ({exc})"
         except OSError as exc:  # transport errors after s3fs's own retries
             row[S.STATUS] = S.Status.READ_ERROR.value
             row[S.ERROR] = f"storage error reading input: {type(exc).__name__}: {exc}"
