@@ -1,6 +1,6 @@
 """Benchmark: the timeline job on a generated webcam-style recording (run on demand).
 
-    .venv/bin/python tests/benchmarks/bench_timeline.py [--minutes 2] [--json out.json]
+    .venv/bin/python tests/benchmarks/bench_timeline.py [--minutes 2 30] [--json out.json]
 
 Prints the real-time factor (video seconds per wall second, Ray's start-up included), Ray
 Data's per-stage times and the peak memory (PSS) of the driver plus all Ray processes
@@ -30,27 +30,29 @@ logger = logging.getLogger("bench")
 
 
 class PeakMemory:
-    """Peak summed PSS of this process and its descendants (Ray's raylet, workers, …).
+    """Peak memory of this process and its descendants (Ray's raylet, workers, …).
 
-    PSS, not RSS: Ray's object store is shared memory mapped into every worker, and summing
-    RSS would count it once per process.
+    Reports summed PSS (the honest figure: Ray's object store is shared memory mapped into
+    every worker, and PSS splits it between them) and summed RSS (which counts it once per
+    process, so it overstates).
     """
 
     def __init__(self, interval: float = 0.2):
-        self.interval, self.peak = interval, 0
-        self._stop = threading.Event()
+        self.interval, self.peak_pss, self.peak_rss = interval, 0, 0
+        self._halt = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
+        while not self._halt.is_set():
+            pss = rss = 0
             for proc in [me, *me.children(recursive=True)]:
                 try:
-                    total += proc.memory_full_info().pss
+                    info = proc.memory_full_info()
                 except psutil.Error:
                     continue
-            self.peak = max(self.peak, total)
+                pss, rss = pss + info.pss, rss + info.rss
+            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
             time.sleep(self.interval)
 
     def __enter__(self) -> PeakMemory:
@@ -58,7 +60,7 @@ class PeakMemory:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
+        self._halt.set()
         self._thread.join()
 
 
@@ -76,39 +78,52 @@ def stage_times(stats: str) -> dict[str, float]:
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=2.0)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    setup_logging("WARNING")
+def bench(minutes: float, overrides: list[str]) -> dict:
+    """Generate a recording of ``minutes``, run the job on it, return the measurements."""
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "in" / "webcam.mp4"
         clip.parent.mkdir()
         started = time.perf_counter()
-        make_webcam_recording(clip, args.minutes * 60)
+        make_webcam_recording(clip, minutes * 60)
         generate_s = time.perf_counter() - started
-        config = load_config(None, ["tracking.enabled=false", *args.overrides])
+        config = load_config(None, ["tracking.enabled=false", *overrides])
         with PeakMemory() as memory:
             result = run(str(clip.parent), str(Path(tmp) / "out"), config)
-    stages = stage_times(result.stage_stats)
-    report = {
-        "video_s": result.video_s, "wall_s": round(result.wall_s, 2),
+    return {
+        "minutes": minutes, "video_s": result.video_s, "wall_s": round(result.wall_s, 2),
         "realtime_factor": round(result.realtime_factor, 2),
-        "peak_pss_mib": round(memory.peak / 2**20),
+        "peak_pss_mib": round(memory.peak_pss / 2**20),
+        "peak_rss_sum_mib": round(memory.peak_rss / 2**20),
         "status": result.clips["status"].tolist(),
-        "stage_wall_s": {k: round(v, 2) for k, v in stages.items()},
-        "generate_s": round(generate_s, 1), "overrides": args.overrides,
+        "stage_wall_s": {k: round(v, 2) for k, v in stage_times(result.stage_stats).items()},
+        "generate_s": round(generate_s, 1), "overrides": overrides,
     }
-    total = sum(stages.values()) or 1.0
-    print(f"video {report['video_s']:.0f} s | wall {report['wall_s']:.1f} s | "
-          f"{report['realtime_factor']:.2f}x real time | peak PSS {report['peak_pss_mib']} MiB")
-    for name, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:<60} {seconds:8.1f} s  {100 * seconds / total:5.1f}%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, nargs="+", default=[2.0],
+                        help="recording lengths to run, e.g. --minutes 2 30 (side by side)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    setup_logging("WARNING")
+    reports = [bench(m, args.overrides) for m in args.minutes]
+    for report in reports:
+        stages = report["stage_wall_s"]
+        total = sum(stages.values()) or 1.0
+        print(f"{report['minutes']:g} min: wall {report['wall_s']:.1f} s | "
+              f"{report['realtime_factor']:.2f}x real time | peak PSS {report['peak_pss_mib']} "
+              f"MiB (RSS sum {report['peak_rss_sum_mib']} MiB) | {report['status']}")
+        for name, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:<60} {seconds:8.1f} s  {100 * seconds / total:5.1f}%")
+    print("\nminutes  real-time  peak PSS MiB  peak RSS-sum MiB")
+    for report in reports:
+        print(f"{report['minutes']:7g}  {report['realtime_factor']:8.2f}x  "
+              f"{report['peak_pss_mib']:12d}  {report['peak_rss_sum_mib']:16d}")
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+        args.json.write_text(json.dumps(reports, indent=2))
 
 
 if __name__ == "__main__":
