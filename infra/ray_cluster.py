@@ -10,9 +10,11 @@ import ray
 logger = logging.getLogger(__name__)
 
 
-def connect(address: str | None, num_cpus: int | None = None) -> bool:
+def connect(address: str | None, num_cpus: int | None = None,
+            object_store_bytes: int | None = None) -> bool:
     """Connect to ``address`` (``auto``, ``host:port`` or ``ray://host:10001``) or start a
-    local Ray.  Returns True when this call started Ray (the caller then shuts it down).
+    local Ray (with an object store of ``object_store_bytes``, default Ray's 30 % of RAM).
+    Returns True when this call started Ray (the caller then shuts it down).
 
     An already-initialised Ray (a notebook, a test fixture, ``ray job submit``) is reused.
     """
@@ -24,7 +26,10 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
         ray.init(address=address, log_to_driver=True)
         logger.info("connected to Ray at %s: %s", address, ray.cluster_resources())
         return True
-    ray.init(num_cpus=num_cpus, include_dashboard=False)
+    # A bounded object store keeps a long recording's frames from piling up in shared memory
+    # when decoding outruns detection: past the bound Ray spills to disk or the job waits.
+    ray.init(num_cpus=num_cpus, object_store_memory=object_store_bytes,
+             include_dashboard=False)
     logger.info("started local Ray: %s", ray.cluster_resources())
     return True
 

@@ -84,7 +84,9 @@ def run(input_spec: str, out: str, config: TimelineJobConfig) -> JobResult:
     logger.info("%d recording(s) from %s -> %s", len(inputs), input_spec, out)
     with tempfile.TemporaryDirectory(prefix="emoray-model-") as scratch:
         models = resolve_models(config, Path(scratch))
-    owns_ray = ray_cluster.connect(config.address, config.num_cpus)
+    owns_ray = ray_cluster.connect(
+        config.address, config.num_cpus,
+        object_store_bytes=int(config.resources.local_object_store_gib * 2**30))
     try:
         params = {"input": input_spec, "out": out, **config.model_dump(mode="json")}
         with tracked_run(config.tracking, "timeline", params) as run_id:

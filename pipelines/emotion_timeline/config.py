@@ -50,6 +50,9 @@ class ResourcesConfig(BaseModel):
     # without a cap it would buffer frames up to the store's size (30% of RAM); 2 GiB is
     # ~40 chunks of 640×480 frames in flight, plenty to keep every stage busy.
     object_store_gib: float = Field(2.0, gt=0)
+    # Size of the object store of a local Ray started by the job (a cluster's is set where
+    # the cluster starts): twice the job's share, so Ray's own buffers have room too.
+    local_object_store_gib: float = Field(4.0, gt=0)
 
 
 class TimelineJobConfig(BaseModel):
