@@ -7,6 +7,7 @@ full FER2013 CSV takes ~3–4 s (gzip decompression of 290 MB of text dominates)
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,12 @@ import numpy as np
 from operators.schema import EMOTIONS
 from pipelines.train import datasets as ds
 
-SHARED_DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
-"""The shared real corpora next to the checkout (see its README.md)."""
+_REPO = Path(__file__).resolve().parents[3]
+SHARED_DATA = Path(os.environ.get("EMORAY_SHARED_DATA") or next(
+    (p for p in (_REPO.parent / "shared" / "data", _REPO / "shared" / "data") if p.is_dir()),
+    _REPO.parent / "shared" / "data"))
+"""The shared real corpora (see their README.md): beside the checkout, inside it, or where
+``$EMORAY_SHARED_DATA`` points."""
 FER2013 = SHARED_DATA / "fer2013.csv.gz"
 RAVDESS = SHARED_DATA / "ravdess_speech_16k"
 
