@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 
+import duckdb
 import mlflow
 import pandas as pd
 import pytest
@@ -59,6 +60,11 @@ def test_cli_runs_with_a_registry_model(media, ray_local, tmp_path, registered_s
     assert face[S.FRAMES_SAMPLED] == pytest.approx(2 * face[S.DURATION_S], abs=1)
     summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("clips: 2 (")]
     assert summary and "ok=1" in summary[0] and "no_face=1" in summary[0]
+    # Analysts open the outputs with DuckDB as well as pandas.
+    sad_windows = duckdb.sql(
+        f"SELECT count(*) FROM '{out}/timelines/*.parquet' WHERE dominant_emotion = 'sad'"
+    ).fetchone()[0]
+    assert sad_windows > 0
     runs = MlflowClient(registered_sad_model).search_runs(
         [mlflow.get_experiment_by_name("emoray-timeline").experiment_id])
     assert len(runs) == 1 and runs[0].data.metrics["clips"] == 2
