@@ -63,7 +63,7 @@ def test_cli_runs_with_a_registry_model(media, ray_local, tmp_path, registered_s
     # Analysts open the outputs with DuckDB as well as pandas.
     sad_windows = duckdb.sql(
         f"SELECT count(*) FROM '{out}/timelines/*.parquet' WHERE dominant_emotion = 'sad'"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     assert sad_windows > 0
     runs = MlflowClient(registered_sad_model).search_runs(
         [mlflow.get_experiment_by_name("emoray-timeline").experiment_id])
