@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import copy
 import inspect
 import json
 import logging
@@ -33,10 +32,13 @@ from torch import nn
 
 from models.checkpoint import (
     FORMAT,
+    TORCHSCRIPT_META,
     Checkpoint,
     is_torchscript,
     load_checkpoint,
+    load_weights,
     save_checkpoint,
+    write_torchscript,
 )
 from models.face_emotion.network import VGG13, FaceResNet, MiniXception
 from operators.schema import EMOTIONS
@@ -45,8 +47,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "fer2013-mini-xception"
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "fer2013_mini_xception.pt"
-TORCHSCRIPT_META = "emoray.json"
-"""Extra file inside an exported TorchScript: arch, name, hparams, classes, feature_dim."""
 
 # ITU-R BT.601 luma, as used by the FER2013 greyscale images and PIL's "L" conversion.
 _LUMA = (0.299, 0.587, 0.114)
@@ -284,11 +284,7 @@ def load(source: str | os.PathLike[str] | None = None,
     checkpoint = load_checkpoint(path)
     hparams = _checked(path, checkpoint.arch, checkpoint.classes, checkpoint.hparams)
     net = _network(checkpoint.arch, hparams)
-    try:
-        net.load_state_dict(checkpoint.state_dict)
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not fit {checkpoint.arch!r} with hparams "
-                         f"{hparams} ({exc})") from exc
+    load_weights(net, checkpoint.state_dict, path, hparams)
     name = str(checkpoint.metadata.get("name") or checkpoint.arch)
     logger.info("loaded face model %s (%s) from %s", name, checkpoint.arch, path)
     return _ready(net, checkpoint.arch, hparams, name, device)
@@ -387,11 +383,6 @@ def export_torchscript(model: FaceEmotionModel, path: str | os.PathLike[str]) ->
     """Write ``model`` as TorchScript (input: :func:`preprocess`-ed tensor; output: logits,
     features), with arch, name, hparams and classes inside, so :func:`load` restores it and
     serving needs only ``torch.jit.load``."""
-    module = model.module
-    if not isinstance(module, torch.jit.ScriptModule):
-        # Script a CPU copy, so the live model stays on its device.
-        module = torch.jit.script(copy.deepcopy(module).cpu().eval())
-    meta = {"arch": model.arch, "name": model.name, "hparams": model.hparams,
-            "classes": list(model.classes), "feature_dim": model.feature_dim}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(module, str(path), _extra_files={TORCHSCRIPT_META: json.dumps(meta)})
+    write_torchscript(model.module, path, {
+        "arch": model.arch, "name": model.name, "hparams": model.hparams,
+        "classes": list(model.classes), "feature_dim": model.feature_dim})

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import ray
 
@@ -66,11 +65,10 @@ def resolve_models(config: TimelineJobConfig, scratch: Path) -> ResolvedModels:
     voice_path = resolve_model_file(config.voice_model, config.tracking, scratch / "voice")
     fusion_path = resolve_model_file(config.fusion_model, config.tracking, scratch / "fusion")
     voice, fused = voice_emotion.load(voice_path), fusion.load(fusion_path)
-    face_dim = face_emotion.predict(face, np.zeros((1, 64, 64, 3), np.uint8))[1].shape[1]
-    voice_dim = voice.config.embed_dim
-    if fused.input_dims != (face_dim, voice_dim):
+    given = (face.feature_dim, voice.config.embed_dim)
+    if fused.input_dims != given:
         raise ValueError(f"fusion model expects face/voice features of {fused.input_dims}, "
-                         f"the face and voice models give ({face_dim}, {voice_dim})")
+                         f"the face and voice models give {given}")
     return ResolvedModels(f"{face_name} + {voice.name} + {fused.name}", face_bytes,
                           voice_path.read_bytes(), fusion_path.read_bytes())
 
