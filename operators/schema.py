@@ -120,6 +120,9 @@ FACE_MODEL = "face_model"
 DETECTOR = "detector"
 RUN_ID = "run_id"
 PROCESSED_AT = "processed_at"
+# Names + content hashes of every model that made the row (face, and voice + fusion when
+# used): a nightly run reprocesses clips whose identity differs from the current models'.
+MODEL_IDENTITY = "model_identity"
 
 N_MFCC = 13
 
@@ -183,6 +186,8 @@ CLIP_SCHEMA = pa.schema(
         pa.field(VA_SOURCE, pa.string()),
         pa.field(RUN_ID, pa.string()),
         pa.field(PROCESSED_AT, pa.timestamp("us", tz="UTC")),
+        # Appended last and nullable: clip files written before it existed still read.
+        pa.field(MODEL_IDENTITY, pa.string()),
     ]
 )
 """One row per input recording with its terminal :class:`Status`."""

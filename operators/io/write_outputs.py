@@ -32,6 +32,7 @@ class WriterConfig(BaseModel):
     run_id: str
     detector: str
     face_model: str
+    model_identity: str | None = None  # see schema.MODEL_IDENTITY
 
 
 def timeline_uri(out: str, clip_id: str) -> str:
@@ -77,6 +78,7 @@ class TimelineWriter:
         clean[S.RUN_ID] = self.config.run_id
         clean[S.DETECTOR] = self.config.detector if clean.get(S.FRAMES_SAMPLED) else None
         clean[S.FACE_MODEL] = self.config.face_model if clean.get(S.FACE_TRACKS) else None
+        clean[S.MODEL_IDENTITY] = self.config.model_identity
         clean[S.PROCESSED_AT] = datetime.now(UTC)
         return {field.name: clean.get(field.name) for field in S.CLIP_SCHEMA}
 

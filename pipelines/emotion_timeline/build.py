@@ -7,12 +7,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import ray.data
 
 from infra.storage import InputRef, clip_id_for
+from models.face_emotion.model import DEFAULT_WEIGHTS
 from operators import schema as S
 from operators.audio.voice_emotion import VoiceEmotion, VoiceEmotionConfig
 from operators.audio.voice_features import VoiceFeatures
@@ -39,6 +41,16 @@ class ResolvedModels:
     face_checkpoint: bytes | None = None
     voice_checkpoint: bytes | None = None
     fusion_checkpoint: bytes | None = None
+
+    @property
+    def identity(self) -> str:
+        """Names + a content hash of the weights (``schema.MODEL_IDENTITY``): the same weights
+        give the same identity whichever file or registry alias they came from."""
+        face = self.face_checkpoint if self.face_checkpoint is not None else (
+            DEFAULT_WEIGHTS.read_bytes())
+        parts = [face, *(b for b in (self.voice_checkpoint, self.fusion_checkpoint) if b)]
+        digest = hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in parts))
+        return f"{self.face_name}#{digest.hexdigest()[:16]}"
 
 
 def input_rows(inputs: list[InputRef]) -> list[dict[str, Any]]:
@@ -116,7 +128,8 @@ def make_writer(config: TimelineJobConfig, out: str, run_id: str, models: Resolv
                 ) -> TimelineWriter:
     return TimelineWriter(WriterConfig(
         out=out, storage_options=config.storage.storage_options(), run_id=run_id,
-        detector=_detector_name(config), face_model=models.face_name))
+        detector=_detector_name(config), face_model=models.face_name,
+        model_identity=models.identity))
 
 
 def _detector_name(config: TimelineJobConfig) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -109,9 +109,15 @@ class TimelineJobConfig(BaseModel):
         return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None
-                ) -> TimelineJobConfig:
-    """Read a YAML config (optional) and apply ``key.sub=value`` overrides (YAML values)."""
+C = TypeVar("C", bound=TimelineJobConfig)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None,
+    model: type[C] = TimelineJobConfig,  # type: ignore[assignment]
+) -> C:
+    """Read a YAML config (optional) and apply ``key.sub=value`` overrides (YAML values);
+    ``model`` is the config class (a job extending this one passes its own)."""
     data: dict[str, Any] = {}
     if path:
         loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -129,4 +135,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {part!r} is not a section")
         node[leaf] = yaml.safe_load(raw)
-    return TimelineJobConfig.model_validate(data)
+    return model.model_validate(data)
