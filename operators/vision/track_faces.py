@@ -100,3 +100,28 @@ def link_tracks(
     for rank, (_, _, track) in enumerate(keep):
         final[merged == track] = rank
     return final
+
+
+def match_one_to_one(a: np.ndarray, b: np.ndarray, min_iou: float) -> np.ndarray | None:
+    """Pair every box of ``a`` (n, 4) with one of ``b`` (n, 4) by IoU, or None.
+
+    Returns ``order`` such that ``a[i]`` continues as ``b[order[i]]`` (greedy, best overlap
+    first), or None when the two sets differ in size or any pair overlaps less than
+    ``min_iou``: the detect-then-track path then re-detects the frames in between instead of
+    trusting an interpolation across a face that came, went or jumped.
+    """
+    if len(a) != len(b):
+        return None
+    if len(a) == 0:
+        return np.zeros(0, np.int64)
+    overlap = iou(a, b)
+    order = np.full(len(a), -1, np.int64)
+    taken = np.zeros(len(b), bool)
+    for flat in np.argsort(-overlap, axis=None):
+        i, j = np.unravel_index(flat, overlap.shape)
+        if order[i] >= 0 or taken[j]:
+            continue
+        if overlap[i, j] < min_iou:
+            return None
+        order[i], taken[j] = j, True
+    return order

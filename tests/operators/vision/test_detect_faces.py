@@ -8,7 +8,12 @@ import torch
 from skimage.data import astronaut
 
 from operators import schema as S
-from operators.vision.detect_faces import FaceDetector, FaceDetectorConfig, align_crops
+from operators.vision.detect_faces import (
+    FaceDetector,
+    FaceDetectorConfig,
+    align_crops,
+    scene_cuts,
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +61,70 @@ def test_align_crops_levels_the_eyes():
     rows = torch.nonzero(crop > 100)[:, 0]
     # after alignment both eyes lie on (nearly) the same row
     assert rows.max() - rows.min() <= 8
+
+
+def _shifted(image: np.ndarray, dx: int, dy: int, size: tuple[int, int] = (640, 640)) -> np.ndarray:
+    """``image`` placed at (dx, dy) on a grey canvas: a face that moves between frames."""
+    canvas = np.full((*size, 3), 90, np.uint8)
+    canvas[dy:dy + image.shape[0], dx:dx + image.shape[1]] = image
+    return canvas
+
+
+def _full(**overrides) -> FaceDetector:
+    """The unoptimised path: MTCNN on every frame at the working size."""
+    return FaceDetector(FaceDetectorConfig(detection_stride=1, detection_max_side=None,
+                                           **overrides))
+
+
+def test_tracked_frames_follow_a_moving_face():
+    # the astronaut drifts 6 px right and 3 px down per frame; stride 3 detects frames
+    # 0, 3, 6 and interpolates 1, 2, 4, 5
+    frames = np.stack([_shifted(astronaut(), 6 * i, 3 * i) for i in range(7)])
+    tracked = FaceDetector(FaceDetectorConfig(detection_stride=3, detection_max_side=None)
+                           ).process_chunk(frames)
+    detected = _full().process_chunk(frames)
+    assert tracked[S.FACE_FRAME].tolist() == detected[S.FACE_FRAME].tolist() == list(range(7))
+    np.testing.assert_allclose(tracked[S.FACE_BOX], detected[S.FACE_BOX], atol=6)
+    # boxes move with the face, not stuck at the last detection
+    centres = (tracked[S.FACE_BOX][:, 0] + tracked[S.FACE_BOX][:, 2]) / 2
+    assert np.all(np.diff(centres) > 3)
+    assert tracked[S.FACE_SCORE].min() > 0.99
+
+
+def test_a_face_that_leaves_between_keyframes_is_redetected_not_interpolated():
+    # face on frames 0..3, gone on 4..6: keyframes 0 and 3 agree, 3 and 6 do not, so 4 and
+    # 5 are detected (no face) instead of being filled in
+    face = _shifted(astronaut(), 40, 40)
+    blank = np.full_like(face, 90)
+    frames = np.stack([face] * 4 + [blank] * 3)
+    out = FaceDetector(FaceDetectorConfig(detection_stride=3)).process_chunk(frames)
+    assert out[S.FACE_FRAME].tolist() == [0, 1, 2, 3]
+
+
+def test_a_scene_cut_between_matching_keyframes_is_redetected():
+    # the same face at both keyframes, but a different picture in between (a screen share
+    # toggled on and off): interpolation would invent faces on frames 1 and 2
+    face = _shifted(astronaut(), 40, 40)
+    screen = np.full_like(face, 235)
+    frames = np.stack([face, screen, screen, face])
+    out = FaceDetector(FaceDetectorConfig(detection_stride=3)).process_chunk(frames)
+    assert out[S.FACE_FRAME].tolist() == [0, 3]
+
+
+def test_reduced_detection_size_gives_boxes_at_the_working_size():
+    frames = np.stack([_shifted(astronaut(), 64, 0)])
+    small = FaceDetector(FaceDetectorConfig(detection_max_side=256)).process_chunk(frames)
+    full = _full().process_chunk(frames)
+    np.testing.assert_allclose(small[S.FACE_BOX], full[S.FACE_BOX], atol=8)
+    np.testing.assert_allclose(full[S.FACE_BOX][0], [245, 62, 332, 172], atol=4)
+    # crops come from the full-size frame either way: same picture, up to the box jitter
+    diff = np.abs(small[S.FACE_CROPS].astype(int) - full[S.FACE_CROPS].astype(int)).mean()
+    assert diff < 20
+
+
+def test_scene_cuts_flags_only_large_changes():
+    rng = np.random.default_rng(0)
+    base = np.full((4, 480, 640, 3), 120, np.uint8)
+    noisy = np.clip(base + rng.integers(-4, 5, base.shape), 0, 255).astype(np.uint8)
+    noisy[2] = 250
+    assert scene_cuts(noisy, 20.0).tolist() == [False, False, True, True]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from operators.vision.track_faces import TrackConfig, iou, link_tracks
+from operators.vision.track_faces import TrackConfig, iou, link_tracks, match_one_to_one
 
 
 def _boxes(*boxes):
@@ -46,3 +46,12 @@ def test_rejoin_after_leaving_and_drop_noise():
 
 def test_no_detections():
     assert len(link_tracks(np.zeros(3), np.zeros(0, int), np.zeros((0, 4)), TrackConfig())) == 0
+
+
+def test_match_one_to_one_pairs_moved_faces_and_refuses_changes():
+    a = _boxes([0, 0, 100, 100], [300, 0, 360, 60])
+    b = _boxes([302, 2, 362, 62], [5, 3, 105, 103])  # same two faces, listed the other way
+    assert match_one_to_one(a, b, 0.5).tolist() == [1, 0]
+    assert match_one_to_one(a, b[:1], 0.5) is None  # a face left
+    assert match_one_to_one(a[:1], _boxes([60, 60, 160, 160]), 0.5) is None  # it jumped
+    assert match_one_to_one(a[:0], b[:0], 0.5).tolist() == []  # no faces at either end
