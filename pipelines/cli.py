@@ -7,6 +7,7 @@ import sys
 
 from infra.logs import setup_logging
 from pipelines.emotion_timeline import __main__ as timeline_job
+from pipelines.nightly import __main__ as nightly_job
 from pipelines.sample_media import __main__ as sample_job
 
 
@@ -21,10 +22,17 @@ def main(argv: list[str] | None = None) -> int:
                                            "synthetic speech) into a folder")
     sample.add_argument("argv", nargs=argparse.REMAINDER,
                         help="arguments of python -m pipelines.sample_media")
+    nightly = sub.add_parser("nightly", help="process only recordings new or changed since the "
+                                             "last run (incremental, one run at a time)",
+                             description=nightly_job.__doc__,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    nightly_job.add_arguments(nightly)
     args = parser.parse_args(argv)
     setup_logging()
     if args.command == "run":
         return timeline_job.run_from_args(args)
+    if args.command == "nightly":
+        return nightly_job.run_from_args(args)
     return sample_job.main(args.argv)
 
 
