@@ -140,10 +140,13 @@ def align_crops(
 class FaceDetector:
     """Ray Data ``map_batches`` actor: MTCNN on each chunk's frames, plus aligned crops.
 
-    Columns read: ``FRAMES`` (uint8 n×H×W×3 RGB), ``FRAME_TS``.  Columns written (flat per chunk,
-    one entry per face): ``FACE_FRAME`` (int32 index into ``FRAME_TS``), ``FACE_BOX`` (float32
-    x1, y1, x2, y2 at the working size), ``FACE_SCORE``, ``FACE_CROPS`` (uint8 faces×S×S×3).
+    Columns read: ``FRAMES`` (uint8 n×H×W×3 RGB), ``FRAME_TS``, ``CHUNK_INDEX``, ``ERROR``.
+    Columns written (flat per chunk, one entry per face): ``FACE_FRAME`` (int32 index into
+    ``FRAME_TS``), ``FACE_BOX`` (float32 x1, y1, x2, y2 at the working size), ``FACE_SCORE``,
+    ``FACE_CROPS`` (uint8 faces×S×S×3).
     ``FRAMES`` is dropped.  Chunks without frames (failed clips) get empty face columns.
+    Frames smaller than ``min_face_size`` get no faces, and the clip's first chunk a note in
+    ``ERROR`` saying why (its clip then ends ``no_face`` with that message).
     With ``detection_stride`` > 1 some faces are tracked rather than detected (see the
     config): each has its box, eye points and a score no higher than its two detections'.
     Chunks are tracked independently, so no state crosses rows.
@@ -166,6 +169,8 @@ class FaceDetector:
         if not indices:
             return []
         _, height, width, _ = frames.shape
+        if self.too_small(height, width):
+            return [_Faces.empty() for _ in indices]
         max_side = self.config.detection_max_side
         scale = min(1.0, max_side / max(height, width)) if max_side else 1.0
         # MTCNN's smallest face is 12 px; the floor keeps the configured size meaningful.
@@ -192,6 +197,12 @@ class FaceDetector:
                                np.asarray(p, np.float32).reshape(-1, 5, 2) / scale)
                 out.append(faces.select(faces.scores >= self.config.min_score))
         return out
+
+    def too_small(self, height: int, width: int) -> bool:
+        """A frame smaller than ``min_face_size`` cannot show a face that large, and MTCNN's
+        image pyramid (which starts at that size) has no level for it: facenet-pytorch
+        would fail on an empty list, so such frames are not given to it."""
+        return min(height, width) < self.config.min_face_size
 
     def _detect_and_track(self, frames: np.ndarray) -> list[_Faces]:
         """Faces of every frame: detected on keyframes, interpolated or re-detected between."""
@@ -249,14 +260,23 @@ class FaceDetector:
             c: [] for c in (S.FACE_FRAME, S.FACE_BOX, S.FACE_SCORE, S.FACE_CROPS)
         }
         seconds = np.array(batch[S.STAGE_SECONDS], dtype=np.float64)  # batches are read-only
+        errors = list(batch[S.ERROR])
         for i, frames in enumerate(batch[S.FRAMES]):
             started = time.perf_counter()
-            result = self.process_chunk(np.asarray(frames))
+            frames = np.asarray(frames)
+            result = self.process_chunk(frames)
             for column, value in result.items():
                 outputs[column].append(value)
             seconds[i] += time.perf_counter() - started
+            if len(frames) and self.too_small(*frames.shape[1:3]) and not batch[S.CHUNK_INDEX][i]:
+                # Said once per clip (on its first chunk): the clip ends no_face, and why.
+                note = (f"frames are {frames.shape[2]}×{frames.shape[1]} px, smaller than "
+                        f"detector.min_face_size ({self.config.min_face_size} px): no face "
+                        "can be found")
+                errors[i] = "; ".join(e for e in (errors[i], note) if e)
         del batch[S.FRAMES]
         batch[S.STAGE_SECONDS] = seconds
+        batch[S.ERROR] = np.asarray(errors, dtype=object)
         for column, values in outputs.items():
             batch[column] = ragged(values)
         return batch

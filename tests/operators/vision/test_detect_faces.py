@@ -42,12 +42,31 @@ def test_no_face_and_no_frames(detector):
 
 
 def test_batch_call_drops_frames_and_keeps_rows(detector):
-    batch = {S.FRAMES: np.empty(2, dtype=object), S.STAGE_SECONDS: np.zeros(2)}
+    batch = {S.FRAMES: np.empty(2, dtype=object), S.STAGE_SECONDS: np.zeros(2),
+             S.CHUNK_INDEX: np.zeros(2, np.int64), S.ERROR: np.array(["", ""], object)}
     batch[S.FRAMES][:] = [np.stack([astronaut()]), np.zeros((0, 2, 2, 3), np.uint8)]
     out = detector(batch)
     assert S.FRAMES not in out
     assert [len(f) for f in out[S.FACE_FRAME]] == [1, 0]
     assert out[S.STAGE_SECONDS][0] > 0
+    assert out[S.ERROR].tolist() == ["", ""]
+
+
+@pytest.mark.parametrize("side", [32, 64, 99])
+def test_frames_smaller_than_the_smallest_face_give_no_face_and_say_why(side):
+    """min_face_size 100 on tiny pictures (a 1×1 video is decoded stretched to 64 px): no
+    crash inside MTCNN's empty image pyramid, no faces, and a note on the clip's first chunk."""
+    detector = FaceDetector(FaceDetectorConfig(min_face_size=100, detection_stride=1))
+    frames = np.stack([np.asarray(astronaut()[::4, ::4][:side, :side])] * 2)
+    assert len(detector.process_chunk(frames)[S.FACE_FRAME]) == 0
+    batch = {S.FRAMES: np.empty(2, dtype=object), S.STAGE_SECONDS: np.zeros(2),
+             S.CHUNK_INDEX: np.array([0, 1]), S.ERROR: np.array(["earlier note", ""], object)}
+    batch[S.FRAMES][:] = [frames, frames]
+    out = detector(batch)
+    assert [len(f) for f in out[S.FACE_FRAME]] == [0, 0]
+    assert out[S.ERROR][0] == (f"earlier note; frames are {side}×{side} px, smaller than "
+                               "detector.min_face_size (100 px): no face can be found")
+    assert out[S.ERROR][1] == ""  # once per clip
 
 
 def test_align_crops_levels_the_eyes():
