@@ -10,8 +10,8 @@ participant's track, default settings vs ``detection_stride=1, detection_max_sid
 and per clip: the same status and the same number of face tracks.
 How they were set: measured on these recordings (face present 1.000, dominant 0.960, MAE
 0.015 over 176 windows with a face, 2026-11-22), then loosened for run-to-run noise; the
-disagreements are windows where two emotions are nearly tied (the face video's sad/neutral
-stretches), where a few pixels of box shift tip the argmax.  Takes ~90 s (two job runs).
+dominant emotion can only flip where two classes are nearly tied, since the probabilities
+themselves differ by 0.015 on average.  Takes ~90 s (two job runs, 2 CPUs).
 """
 
 from __future__ import annotations
