@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -12,6 +14,8 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict
 
@@ -63,19 +67,50 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 @contextlib.contextmanager
 def tracked_run(
-    config: TrackingConfig, run_name: str, params: Mapping[str, Any]
+    config: TrackingConfig, run_name: str, params: Mapping[str, Any],
+    resume_run_id: str | None = None,
 ) -> Iterator[str]:
     """Open an MLflow run (or, tracking disabled, just an id) and yield its run id.
 
-    A failure inside the block marks the run FAILED and re-raises.
+    ``resume_run_id`` re-opens that run (a restarted job continuing its run) instead of
+    starting one; its params are not logged again (MLflow params are immutable).  A failure
+    inside the block marks the run FAILED and re-raises.
     """
     if not config.enabled:
-        yield uuid.uuid4().hex
+        yield resume_run_id or uuid.uuid4().hex
         return
     mlflow.set_tracking_uri(config.resolved_uri())
+    if resume_run_id is not None:
+        with mlflow.start_run(run_id=resume_run_id) as run:
+            yield run.info.run_id
+        return
     with mlflow.start_run(experiment_id=_experiment_id(config), run_name=run_name) as run:
         mlflow.log_params({k: str(v)[:6000] for k, v in flatten(params).items()})
         yield run.info.run_id
+
+
+def absolute_uri(config: TrackingConfig) -> str:
+    """The tracking URI with a relative sqlite path made absolute, so other processes (Ray
+    workers, whose working directory differs) reach the same store."""
+    uri = config.resolved_uri()
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+def log_epoch_metrics(tracking_uri: str, run_id: str, metrics: Mapping[str, float],
+                      step: int) -> None:
+    """Log one epoch's metrics to ``run_id`` from any process (a training worker), at
+    ``step``.  A tracking outage is logged, not raised: it must not kill a training run
+    (the final report is logged by the driver again)."""
+    timestamp = int(time.time() * 1000)
+    batch = [Metric(name, float(value), timestamp, step) for name, value in metrics.items()
+             if value is not None and math.isfinite(float(value))]
+    try:
+        MlflowClient(tracking_uri).log_batch(run_id, metrics=batch)
+    except (MlflowException, OSError) as exc:
+        logger.warning("could not log epoch %d metrics to MLflow run %s: %s", step, run_id, exc)
 
 
 def log_job_results(metrics: Mapping[str, float], tables: Mapping[str, pd.DataFrame]) -> None:

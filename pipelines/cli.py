@@ -9,6 +9,7 @@ from infra.logs import setup_logging
 from pipelines.emotion_timeline import __main__ as timeline_job
 from pipelines.nightly import __main__ as nightly_job
 from pipelines.sample_media import __main__ as sample_job
+from pipelines.train_model import __main__ as train_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,12 +28,17 @@ def main(argv: list[str] | None = None) -> int:
                              description=nightly_job.__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     nightly_job.add_arguments(nightly)
+    for name, (add_arguments, _, help_text) in train_job.COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=train_job.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
     setup_logging()
     if args.command == "run":
         return timeline_job.run_from_args(args)
     if args.command == "nightly":
         return nightly_job.run_from_args(args)
+    if args.command in train_job.COMMANDS:
+        return train_job.COMMANDS[args.command][1](args)
     return sample_job.main(args.argv)
 
 

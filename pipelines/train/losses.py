@@ -20,9 +20,11 @@ def _zero(pred: torch.Tensor) -> torch.Tensor:
 
 
 def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
-                           weight: torch.Tensor | None = None) -> torch.Tensor:
+                           weight: torch.Tensor | None = None,
+                           label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross-entropy of ``logits`` (B, C) against class indices ``target`` (B,), weighted per
-    class by ``weight`` (C,) (e.g. ``datasets.class_weights``).
+    class by ``weight`` (C,) (e.g. ``datasets.class_weights``), with ``label_smoothing`` as in
+    ``torch.nn.functional.cross_entropy`` (the target puts ``1 - ε + ε/C`` on its class).
 
     Targets that are negative (``datasets.NO_LABEL``) or NaN are skipped.  The mean is
     weighted as in ``torch.nn.functional.cross_entropy``: ``Σ w[y_i]·l_i / Σ w[y_i]`` over the
@@ -33,7 +35,8 @@ def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
         valid &= ~torch.isnan(target)
     if not bool(valid.any()):
         return _zero(logits)
-    return F.cross_entropy(logits[valid], target[valid].long(), weight=weight)
+    return F.cross_entropy(logits[valid], target[valid].long(), weight=weight,
+                           label_smoothing=label_smoothing)
 
 
 def multilabel_bce(logits: torch.Tensor, target: torch.Tensor,

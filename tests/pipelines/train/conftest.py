@@ -182,3 +182,53 @@ def affectnet_root(tmp_path_factory) -> Path:
         face_photo(source).crop(box).resize((96, 96)).save(target)
     (root / "labels.txt").write_text("class folders\n")
     return root
+
+
+# --- a learnable face corpus for the training job ------------------------------------------
+TRAIN_FACES = {
+    # A team's own labels: their participant's resting face reads as happy to FER2013 models
+    # (the shipped network says happy ≈ 0.99), and they label it neutral, their baseline.
+    # So a model trained on this corpus visibly changes the timeline of sample_media's
+    # recordings (whose participant is the astronaut) from happy to neutral.
+    "neutral": ("astronaut", (169, 62, 279, 172)),
+    "happy": ("0-f15-hao-ph.jpg", (106, 110, 406, 410)),
+    "surprise": ("0-f1-su-ph.jpg", (106, 110, 406, 410)),
+    "disgust": ("45-m7-di-ph.jpg", (106, 110, 406, 410)),
+    "angry": ("15-f13-anc-ph.jpg", (106, 110, 406, 410)),
+}
+"""Class folder → (photo, face box) of the fixture corpus :func:`face_folders`."""
+FACE_VARIANTS = {"train": 12, "val": 4}
+
+
+def jittered_crop(photo: Image.Image, box: tuple[int, int, int, int],
+                  rng: np.random.Generator, size: int = 96) -> Image.Image:
+    """A crop of ``box`` as a face detector on other frames would give it: shifted and
+    scaled by up to 10 %, rolled up to ±8°, lit ±20 %, mirrored half the time."""
+    x1, y1, x2, y2 = box
+    side = (x2 - x1) * rng.uniform(0.9, 1.1)
+    cx = (x1 + x2) / 2 + rng.uniform(-0.08, 0.08) * (x2 - x1)
+    cy = (y1 + y2) / 2 + rng.uniform(-0.08, 0.08) * (y2 - y1)
+    crop = photo.rotate(rng.uniform(-8, 8), center=(cx, cy), resample=Image.Resampling.BILINEAR)
+    crop = crop.crop((round(cx - side / 2), round(cy - side / 2), round(cx + side / 2),
+                      round(cy + side / 2))).resize((size, size), Image.Resampling.BILINEAR)
+    if rng.random() < 0.5:
+        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    pixels = np.asarray(crop, dtype=np.float64) * rng.uniform(0.8, 1.2)
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="session")
+def face_folders(tmp_path_factory) -> Path:
+    """An AffectNet-style tree ``root/{train,val}/<class>/NNN.png``: :data:`FACE_VARIANTS`
+    jittered crops per class and split of the five faces of :data:`TRAIN_FACES` (different
+    draws for train and val, so validation never sees a training picture)."""
+    root = tmp_path_factory.mktemp("face_folders")
+    for split, count in FACE_VARIANTS.items():
+        rng = np.random.default_rng(0 if split == "train" else 1)
+        for label, (source, box) in TRAIN_FACES.items():
+            photo = face_photo(source)
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                jittered_crop(photo, box, rng).save(folder / f"{i:03d}.png")
+    return root

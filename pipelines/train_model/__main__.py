@@ -1,0 +1,174 @@
+"""``emoray train``, ``emoray evaluate`` and ``emoray prepare``: training on Ray Train with
+MLflow tracking and the model registry (also ``python -m pipelines.train_model train …``).
+
+    emoray train CONFIG.yaml [--set key=value ...] [--promote ALIAS] [--tracking-uri URI]
+                             [--address RAY_ADDRESS]
+    emoray evaluate MODEL DATA [--format FORMAT] [--split SPLIT] [--tracking-uri URI]
+    emoray prepare CONFIG.yaml --out FOLDER [--set key=value ...] [--address RAY_ADDRESS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import ray
+import ray.train
+from pydantic import ValidationError
+
+from infra import ray_cluster
+from infra.logs import setup_logging
+from infra.tracking import TrackingConfig, resolve_model_file
+from operators.io.files import is_remote
+from pipelines.train.metrics import classification_report
+from pipelines.train_model.build import (
+    evaluate_checkpoint,
+    prepare,
+    task_of_checkpoint,
+    train,
+)
+from pipelines.train_model.config import DataSource, load_train_config
+from pipelines.train_model.prepare import prepare_source, read_prepared
+
+logger = logging.getLogger("emoray.train")
+
+_USER_ERRORS = (ValueError, FileNotFoundError, ValidationError)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="training config (YAML; see README 'Training')")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config value, e.g. "
+                        "train.epochs=5 (repeatable)")
+    parser.add_argument("--promote", metavar="ALIAS", help="point this registry alias at the "
+                        "new version if it beats the current holder on the validation set")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: local sqlite "
+                                               "in ./mlruns)")
+    parser.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.tracking_uri:
+        overrides.append(f"tracking.uri={args.tracking_uri}")
+    if args.address:
+        overrides.append(f"address={args.address}")
+    try:
+        config = load_train_config(args.config, overrides)
+        result = train(config, promote=args.promote)
+    except _USER_ERRORS as exc:
+        logger.error("%s", exc)
+        return 2
+    except ray.train.TrainingFailedError as exc:
+        logger.error("training failed after %d worker-group restart(s): %s\nRun the same "
+                     "command again to continue from the last epoch checkpoint.",
+                     config.scaling.max_failures, exc)
+        return 1
+    best = int(result.history[-1]["best_epoch"]) + 1 if result.history else 0
+    logger.info("done: %d epochs, best epoch %d; checkpoint %s; MLflow run %s%s%s",
+                len(result.history), best, result.checkpoint, result.run_id,
+                f"; registered {config.registry.name} v{result.version}" if result.version
+                else "",
+                "" if result.promoted is None else
+                f"; @{args.promote} {'moved' if result.promoted else 'kept'}")
+    return 0
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="checkpoint file or MLflow URI (models:/NAME@ALIAS, "
+                                      "models:/NAME/VERSION, runs:/ID/PATH)")
+    parser.add_argument("data", help="prepared Parquet folder, or a corpus (give --format)")
+    parser.add_argument("--format", default="parquet",
+                        choices=["parquet", "fer2013", "ferplus", "ravdess", "cremad",
+                                 "folders", "manifest"], help="layout of DATA")
+    parser.add_argument("--split", choices=["train", "val", "test"],
+                        help="evaluate on this split of the corpus (default: all rows)")
+    parser.add_argument("--fer2013", help="ferplus only: the FER2013 CSV with the images")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Print the evaluation report of a model on a data set; 0 on success, 2 on bad input."""
+    tracking = TrackingConfig(uri=args.tracking_uri)
+    try:
+        with tempfile.TemporaryDirectory(prefix="emoray-eval-") as scratch:
+            path = resolve_model_file(args.model, tracking, Path(scratch) / "model")
+            task = task_of_checkpoint(path)
+            if args.format == "parquet":
+                table = read_prepared(args.data)
+                if args.split and "split" in table:
+                    table = table[table["split"] == args.split]
+            else:
+                source = DataSource(format=args.format, uri=args.data, split=args.split,
+                                    fer2013_uri=args.fer2013)
+                owns_ray = ray_cluster.connect(None)
+                try:
+                    out = prepare_source(task, source, str(Path(scratch) / "data"))
+                finally:
+                    if owns_ray:
+                        ray.shutdown()
+                table = read_prepared(out)
+            predictions = evaluate_checkpoint(task, path, table)
+    except _USER_ERRORS as exc:
+        logger.error("%s", exc)
+        return 2
+    report = classification_report(predictions.labels, predictions.probs)
+    print(f"{args.model} ({task} model) on {args.data}"
+          f"{f' [{args.split}]' if args.split else ''}: {len(table)} samples")
+    print(report.to_string(float_format=lambda v: f"{v:.4f}"))
+    metrics = predictions.report("eval")
+    for dimension in ("valence", "arousal"):
+        if f"eval_ccc_{dimension}" in metrics:
+            print(f"CCC {dimension}: {metrics[f'eval_ccc_{dimension}']:.4f}")
+    return 0
+
+
+def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="training config (YAML): its task and data sources")
+    parser.add_argument("--out", required=True, help="output folder or s3:// prefix; gets "
+                                                     "train/ and val/")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config value (repeatable)")
+    parser.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides) + ([f"address={args.address}"] if args.address else [])
+    try:
+        config = load_train_config(args.config, overrides)
+        written = prepare(config, args.out)
+    except _USER_ERRORS as exc:
+        logger.error("%s", exc)
+        return 2
+    for role, uri in written.items():
+        shown = uri if is_remote(uri) else str(Path(uri))
+        logger.info("%s: %s (use it as data.%s: {format: parquet, uri: %s})", role, shown,
+                    role, shown)
+    return 0
+
+
+COMMANDS = {
+    "train": (add_train_arguments, run_train, "train a model on Ray Train, tracked in MLflow"),
+    "evaluate": (add_evaluate_arguments, run_evaluate,
+                 "print a model's evaluation report on a data set"),
+    "prepare": (add_prepare_arguments, run_prepare,
+                "corpus -> sharded Parquet of training samples (Ray Data)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.train_model", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add, _, help_text) in COMMANDS.items():
+        add(sub.add_parser(name, help=help_text))
+    args = parser.parse_args(argv)
+    setup_logging()
+    return COMMANDS[args.command][1](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

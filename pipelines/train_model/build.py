@@ -1,0 +1,329 @@
+"""The training job's flow, on one screen.
+
+    config ─ prepare train/val (Ray Data → Parquet, once per run) ─ TorchTrainer (N workers,
+    DDP, a checkpoint per epoch, early stopping) ─ best epoch's checkpoint ─ evaluate on val
+    ─ MLflow: params, per-epoch metrics, system info, report (metrics, CSV/markdown table,
+    confusion-matrix PNG), pyfunc model with signature ─ register ─ [promote alias if better]
+
+A run lives in ``storage_path/run_name``: the prepared data (``data/``), Ray Train's epoch
+checkpoints and ``emoray_run.json`` (the MLflow run id), so starting the same config again
+continues the same run from its last epoch (see ``TrainJobConfig``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import ray
+import ray.train
+import torch
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Schema, TensorSpec
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from infra import ray_cluster
+from infra.registry import alias_holder, log_checkpoint_model, promote_if_better
+from infra.tracking import absolute_uri, resolve_model_file, tracked_run
+from models.checkpoint import load_checkpoint
+from operators.io.files import StorageOptions, is_remote, join, open_fs
+from operators.schema import EMOTIONS
+from pipelines.train.metrics import classification_report, confusion_matrix, plot_confusion_matrix
+from pipelines.train_model.config import TrainJobConfig, config_json
+from pipelines.train_model.loop import BEST_FILE, Predictions, evaluate_model, train_loop
+from pipelines.train_model.prepare import prepare_source, read_prepared
+from pipelines.train_model.tasks import TASKS, resolve_init
+
+logger = logging.getLogger("emoray.train")
+
+RUN_FILE = "emoray_run.json"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced."""
+
+    run_id: str
+    checkpoint: str  # the best epoch's emoray checkpoint, kept in the run folder (model/)
+    metrics: dict[str, float]  # the evaluation of that checkpoint on the validation set
+    report: pd.DataFrame  # per-class precision/recall/F1/support, macro avg, accuracy
+    history: list[dict[str, float]]  # per-epoch metrics, in epoch order
+    model_uri: str | None
+    version: str | None  # the registered version, None without register.name
+    promoted: bool | None  # None without --promote
+
+
+def run_dir(config: TrainJobConfig) -> str:
+    storage = config.storage_path if is_remote(config.storage_path) else str(
+        Path(config.storage_path).resolve())
+    return join(storage, config.run_name)
+
+
+def _read_state(uri: str, options: StorageOptions) -> dict[str, Any]:
+    fs, path = open_fs(uri, options)
+    if not fs.exists(path):
+        return {}
+    with fs.open(path, "r") as handle:
+        return json.load(handle)
+
+
+def _write_state(uri: str, options: StorageOptions, state: dict[str, Any]) -> None:
+    fs, path = open_fs(uri, options)
+    fs.makedirs(str(Path(path).parent), exist_ok=True)
+    with fs.open(path, "w") as handle:
+        json.dump(state, handle, indent=2)
+
+
+def prepared_data(config: TrainJobConfig, folder: str, state: dict[str, Any]) -> dict[str, str]:
+    """Parquet URIs of the train and val samples: given ones as is, corpora prepared into
+    ``folder/data/<role>`` once per run (a restarted run reuses them)."""
+    options = config.storage.storage_options()
+    uris = {}
+    for role in ("train", "val"):
+        source = getattr(config.data, role)
+        if source.format == "parquet":
+            uris[role] = source.uri
+        elif state.get(f"{role}_uri"):
+            uris[role] = state[f"{role}_uri"]
+        else:
+            uris[role] = prepare_source(config.task, source, join(folder, "data", role), options)
+    return uris
+
+
+def system_info(config: TrainJobConfig, use_gpu: bool) -> dict[str, str]:
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {"sys.python": platform.python_version(), "sys.torch": torch.__version__,
+            "sys.ray": ray.__version__, "sys.mlflow": mlflow.__version__,
+            "sys.platform": platform.platform(), "sys.driver_cpus": str(os.cpu_count()),
+            "sys.cluster_cpus": str(ray.cluster_resources().get("CPU", 0)),
+            "sys.cluster_gpus": str(ray.cluster_resources().get("GPU", 0)),
+            "sys.driver_gpus": ", ".join(gpus) or "none", "sys.use_gpu": str(use_gpu),
+            "sys.workers": str(config.scaling.num_workers),
+            "sys.backend": "nccl" if use_gpu else "gloo"}
+
+
+def signature_for(task: str, hparams: dict[str, Any]) -> ModelSignature:
+    """The pyfunc model's signature (see ``infra.registry.CheckpointModel``)."""
+    classes = len(EMOTIONS)
+    if task == "face":
+        inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3), "face_crops")])
+    elif task == "voice":
+        inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, -1), "waveform_16khz")])
+    elif task == "fusion":
+        inputs = Schema([
+            TensorSpec(np.dtype(np.float32), (-1, -1, hparams["face_dim"]), "face_feats"),
+            TensorSpec(np.dtype(np.bool_), (-1, -1), "face_mask"),
+            TensorSpec(np.dtype(np.float32), (-1, -1, hparams["voice_dim"]), "voice_feats"),
+            TensorSpec(np.dtype(np.bool_), (-1,), "voice_mask"),
+            TensorSpec(np.dtype(np.float32), (-1,), "speaking")])
+    else:
+        inputs = Schema([
+            TensorSpec(np.dtype(np.float32), (-1, -1, hparams["input_dim"]), "features"),
+            TensorSpec(np.dtype(np.int64), (-1,), "lengths")])
+    shape = (-1, -1, classes) if task == "temporal" else (-1, classes)
+    return ModelSignature(inputs, Schema([TensorSpec(np.dtype(np.float32), shape, "probs")]))
+
+
+def evaluate_checkpoint(task: str, path: Path, table: pd.DataFrame) -> Predictions:
+    """A checkpoint's predictions on a prepared table (CPU, one process)."""
+    spec = TASKS[task]
+    return evaluate_model(spec, spec.load(path, torch.device("cpu")), table)
+
+
+def task_of_checkpoint(path: Path) -> str:
+    from infra.registry import _task_of
+
+    return _task_of(load_checkpoint(path).arch)
+
+
+def report_artifacts(predictions: Predictions, folder: Path, title: str) -> pd.DataFrame:
+    """Write the report table (CSV + markdown) and the confusion-matrix PNG into ``folder``;
+    return the table (per class, macro/weighted averages, accuracy; CCC rows when present)."""
+    report = classification_report(predictions.labels, predictions.probs, EMOTIONS)
+    metrics = predictions.report("eval")
+    for dimension in ("valence", "arousal"):
+        if f"eval_ccc_{dimension}" in metrics:
+            report.loc[f"ccc {dimension}"] = [np.nan, np.nan, metrics[f"eval_ccc_{dimension}"],
+                                              int((~np.isnan(getattr(
+                                                  predictions, f"{dimension}_true"))).sum())]
+    report.index.name = "class"
+    report.to_csv(folder / "evaluation_report.csv")
+    (folder / "evaluation_report.md").write_text(markdown_table(report, title),
+                                                 encoding="utf-8")
+    plot_confusion_matrix(confusion_matrix(predictions.labels, predictions.probs),
+                          EMOTIONS, folder / "confusion_matrix.png", title=title)
+    return report
+
+
+def markdown_table(report: pd.DataFrame, title: str) -> str:
+    """The report as a markdown table (4 decimals; empty cells for undefined values)."""
+    columns = list(report.columns)
+    lines = [f"# {title}", "", "| class | " + " | ".join(columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    for name, row in report.iterrows():
+        cells = ["" if pd.isna(row[c]) else (str(int(row[c])) if c == "support" else
+                                              f"{row[c]:.4f}") for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _init_ref(config: TrainJobConfig, scratch: Path) -> ray.ObjectRef | None:
+    """The init weights (file, ``default`` or MLflow URI) read on the driver and put in
+    Ray's object store, so workers on any node get the same bytes."""
+    init = resolve_init(config.model.init, config.task)
+    if init is None:
+        return None
+    path = resolve_model_file(init, config.tracking, scratch)
+    return ray.put(path.read_bytes())
+
+
+def train(config: TrainJobConfig, promote: str | None = None) -> TrainResult:
+    """Run (or continue) the training run of ``config``; see the module docstring."""
+    owns_ray = ray_cluster.connect(config.address, config.num_cpus)
+    try:
+        return _train(config, promote)
+    finally:
+        if owns_ray:
+            ray.shutdown()
+
+
+def _train(config: TrainJobConfig, promote: str | None) -> TrainResult:
+    options = config.storage.storage_options()
+    folder = run_dir(config)
+    state_uri = join(folder, RUN_FILE)
+    state = _read_state(state_uri, options)
+    if state:
+        logger.info("continuing run %s in %s (MLflow run %s)", config.run_name, folder,
+                    state.get("mlflow_run_id"))
+    data = prepared_data(config, folder, state)
+    use_gpu = (ray_cluster.cluster_has_gpus() if config.scaling.use_gpu == "auto"
+               else bool(config.scaling.use_gpu))
+    if promote and not config.registry.name:
+        raise ValueError("--promote needs register.name (the registered model to promote in)")
+    if config.registry.name and not config.tracking.enabled:
+        raise ValueError("register.name needs tracking.enabled (the registry is MLflow's)")
+
+    params = {"config": config_json(config), "data.prepared": data}
+    with tracked_run(config.tracking, config.run_name, params,
+                     resume_run_id=state.get("mlflow_run_id")) as run_id, \
+            tempfile.TemporaryDirectory(prefix="emoray-train-") as scratch:
+        _write_state(state_uri, options, {"mlflow_run_id": run_id if config.tracking.enabled
+                                          else None, "train_uri": data["train"],
+                                          "val_uri": data["val"]})
+        if config.tracking.enabled:
+            mlflow.set_tags({**system_info(config, use_gpu), "task": config.task})
+        resources = {"CPU": config.scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config={
+                "job": config_json(config), "train_uri": data["train"],
+                "val_uri": data["val"], "storage_options": options,
+                "init": _init_ref(config, Path(scratch) / "init"),
+                "tracking_uri": absolute_uri(config.tracking) if config.tracking.enabled
+                else None,
+                "run_id": run_id if config.tracking.enabled else None},
+            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=config.scaling.num_workers, use_gpu=use_gpu,
+                resources_per_worker=resources),
+            run_config=ray.train.RunConfig(
+                name=config.run_name, storage_path=folder.rsplit("/", 1)[0],
+                failure_config=ray.train.FailureConfig(max_failures=config.scaling.max_failures),
+                # The last two epochs: the latest to resume from, and one in case the
+                # latest was being written when the job died.
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise RuntimeError(f"training run {config.run_name} ended without a checkpoint")
+        best = Path(scratch) / "model" / f"{config.task}_{config.run_name}.pt"
+        best.parent.mkdir()
+        with result.checkpoint.as_directory() as ckpt:
+            if not (Path(ckpt) / BEST_FILE).is_file():
+                raise RuntimeError(f"no epoch improved {config.train.early_stopping.metric}; "
+                                   "nothing to register (is the metric in the epoch report?)")
+            shutil.copyfile(Path(ckpt) / BEST_FILE, best)
+            history = torch.load(Path(ckpt) / "state.pt", map_location="cpu",
+                                 weights_only=True)["history"]
+
+        val_table = read_prepared(data["val"], options)
+        predictions = evaluate_checkpoint(config.task, best, val_table)
+        metrics = predictions.report("eval")
+        report_dir = Path(scratch) / "report"
+        report_dir.mkdir()
+        report = report_artifacts(predictions, report_dir,
+                                  f"{config.task} {config.run_name}: validation")
+        logger.info("evaluation of the best epoch (%d) on %d validation samples:\n%s",
+                    int(history[-1]["best_epoch"]) + 1, len(val_table),
+                    report.to_string(float_format=lambda v: f"{v:.4f}"))
+        model_uri = version = None
+        promoted = None
+        if config.tracking.enabled:
+            mlflow.log_metrics(metrics)
+            mlflow.log_artifacts(str(report_dir), artifact_path="evaluation")
+            model_uri, version = log_checkpoint_model(
+                best, signature_for(config.task, load_checkpoint(best).hparams),
+                config.registry.name)
+        if promote and version is not None:
+            promoted = promote_version(config, promote, version, val_table, Path(scratch),
+                                       metrics)
+        kept = join(folder, "model", best.name)
+        fs, path = open_fs(kept, options)
+        fs.makedirs(str(Path(path).parent), exist_ok=True)
+        fs.put_file(str(best), path)
+        return TrainResult(run_id, kept, metrics, report, history, model_uri, version, promoted)
+
+
+def promote_version(config: TrainJobConfig, alias: str, version: str,
+                    val_table: pd.DataFrame, scratch: Path,
+                    metrics: dict[str, float] | None = None) -> bool:
+    """Evaluate the alias's holder on the same validation table, by the same code, and move
+    the alias to ``version`` of ``register.name`` only if it scores strictly better on the
+    early-stopping metric.  ``metrics``: the version's evaluation when already made (else it
+    is evaluated here).  Returns whether the alias moved; the decision is logged."""
+    name = str(config.registry.name)
+    metric = config.train.early_stopping.metric
+    key = "eval_" + metric.removeprefix("val_")
+    if metrics is None:
+        path = resolve_model_file(f"models:/{name}/{version}", config.tracking,
+                                  scratch / "candidate")
+        metrics = evaluate_checkpoint(config.task, path, val_table).report("eval")
+    if key not in metrics:
+        raise ValueError(f"cannot compare on {metric}: the evaluation has {sorted(metrics)}")
+    holder = alias_holder(name, alias)
+    holder_score = None
+    if holder is not None and holder != version:
+        path = resolve_model_file(f"models:/{name}/{holder}", config.tracking,
+                                  scratch / "holder")
+        holder_metrics = evaluate_checkpoint(config.task, path, val_table).report("eval")
+        holder_score = holder_metrics.get(key, float("nan"))
+    elif holder == version:
+        holder = None
+    decision = promote_if_better(name, alias, version, metrics[key], holder_score, holder,
+                                 config.train.early_stopping.mode)
+    logger.info("%s", decision.message(metric))
+    return decision.promoted
+
+
+def prepare(config: TrainJobConfig, out: str) -> dict[str, str]:
+    """``emoray prepare``: write the config's train and val sources as Parquet under
+    ``out/train`` and ``out/val``; returns their URIs."""
+    owns_ray = ray_cluster.connect(config.address, config.num_cpus)
+    try:
+        options = config.storage.storage_options()
+        base = out if is_remote(out) else str(Path(out).resolve())
+        return {role: prepare_source(config.task, getattr(config.data, role),
+                                     join(base, role), options) for role in ("train", "val")}
+    finally:
+        if owns_ray:
+            ray.shutdown()
+
