@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 import subprocess
 import threading
 from types import TracebackType
@@ -42,10 +43,20 @@ _BYTES_PER_SAMPLE = 4  # float32
 # ffmpeg's last lines are enough to say what went wrong; a corrupt stream can log one line per
 # packet for an hour, so keep a bounded tail instead of the whole log.
 _STDERR_TAIL_LINES = 20
+# ffmpeg prefixes a decoder's messages with its name and memory address: "[aac @ 0x55d…] ".
+_ADDRESS = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\] ")
 
 
 class AudioDecodeError(RuntimeError):
-    """ffmpeg could not decode the audio; the message ends with ffmpeg's last stderr lines."""
+    """ffmpeg could not decode the audio; the message ends with ffmpeg's last stderr lines.
+
+    ``reason``: ffmpeg's last complaint alone, without the file's path or the decoder's memory
+    address (``[aac @ 0x…]``), so the same damage gives the same text on any machine.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class AudioStream:
@@ -165,9 +176,14 @@ class AudioStream:
         returncode = proc.wait()
         self._join_stderr()
         if returncode != 0:
+            lines = [_ADDRESS.sub("", line).strip() for line in self._stderr_tail]
+            # ffmpeg's last line is often a generic "Error while decoding stream …"; the
+            # decoder's own complaint before it says what is wrong.
+            specific = [line for line in lines if line and not line.startswith("Error ")]
             self._error = AudioDecodeError(
                 f"ffmpeg exited with code {returncode} decoding audio of {self.path!r} "
-                f"(start_s={self.start_s}): {self.stderr_tail or '<no stderr>'}"
+                f"(start_s={self.start_s}): {self.stderr_tail or '<no stderr>'}",
+                reason=(specific or lines or [f"ffmpeg exited with code {returncode}"])[-1][:300],
             )
 
     def _join_stderr(self) -> None:

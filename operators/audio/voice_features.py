@@ -188,8 +188,9 @@ def window_voice_features(
     (``(n_windows, config.n_mfcc)``).  Windows reaching past the audio use the samples that are
     there; windows without any sample get speech ratio 0 and NaN otherwise; pitch is NaN
     without speech frames, MFCC NaN without a complete 25 ms frame.  Non-finite samples count
-    as missing.  Raises ValueError on a non-finite ``audio_start_s`` or window start (a caller
-    bug).  See the module docstring for the methods.
+    as missing (damaged audio): a window with no complete frame of finite samples but some
+    non-finite ones gets a NaN speech ratio too.  Raises ValueError on a non-finite
+    ``audio_start_s`` or window start (a caller bug).  See the module docstring for the methods.
     """
     starts = np.asarray(window_starts, dtype=np.float64).reshape(-1)
     if not (math.isfinite(audio_start_s) and np.isfinite(starts).all()):
@@ -207,13 +208,17 @@ def window_voice_features(
         samples = torch.tensor(np.asarray(audio, dtype=np.float32).reshape(-1))
         offsets = torch.from_numpy(np.round((starts - audio_start_s) * sample_rate)).long()
         index = offsets[:, None] + torch.arange(win_len)
-        present = (index >= 0) & (index < samples.numel())
+        in_range = (index >= 0) & (index < samples.numel())
         window = (
             samples[index.clamp(0, samples.numel() - 1)]
             if samples.numel()
             else torch.zeros(index.shape)
         )
-        present &= torch.isfinite(window)
+        present = in_range & torch.isfinite(window)
+        # Damaged audio (NaN from the decoder) is unknown, not silence: a window with no
+        # complete frame but such samples gets no speech ratio.  Past the stream's end is
+        # "nothing was recorded", i.e. no speech.
+        damaged = (in_range & ~present).any(dim=-1)
         window = torch.where(present, window, 0.0)
 
         n_present = present.sum(dim=-1)
@@ -233,6 +238,7 @@ def window_voice_features(
         speech = complete & voiced & (frame_db > config.speech_threshold_dbfs)
         n_complete = complete.sum(dim=-1)
         speech_ratio = speech.sum(dim=-1) / n_complete.clamp(min=1)
+        speech_ratio = torch.where((n_complete == 0) & damaged, torch.nan, speech_ratio)
         f0 = torch.where(speech, sample_rate / period, torch.nan)
         pitch = torch.nanmedian(f0, dim=-1).values
 
@@ -276,8 +282,9 @@ class VoiceFeatures:
       samples, keep their window grid with every feature NaN, speech ratio included (the
       timeline writes nulls).  Windows of a row with audio that hold no samples (past the end of
       a short audio stream) get speech ratio 0 and NaN pitch, loudness and MFCC; non-finite
-      samples count as missing.  A row whose chunk bounds are null or not finite (an error row
-      without media) gets zero windows; a row with samples but no finite ``AUDIO_START_S`` is
+      samples (a damaged stretch) count as missing, and a window of nothing else gets NaN.
+      A row whose chunk bounds are null or not finite (an error row without media) gets zero
+      windows; a row with samples but no finite ``AUDIO_START_S`` is
       treated as without audio and logged.  Nothing raises on bad data.
     * Resources: CPU only, one core is plenty (vectorised torch: ~ 0.15 s of one core per
       minute of audio, ~ 16 ms per 10 s chunk), a few MB per chunk beyond the batch itself.

