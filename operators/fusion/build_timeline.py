@@ -92,7 +92,9 @@ class BuildTimeline:
     ``TIMELINE_SCHEMA`` structs.
 
     Tracks are linked across the whole clip; each kept track gets one row per window of the
-    decoded span; a clip without tracks gets one row per window with a null track.  Without a
+    decoded span (windows start every ``hop_s`` from 0 up to the last sampled frame; each ends
+    ``window_s`` later or with the decoded span); a clip without tracks gets one row per
+    window with a null track.  Without a
     fusion model, categories come from the face model (``fusion_mode`` ``face_only``) and
     valence/arousal from the circumplex mapping; with one (``fusion`` given), the fusion model
     combines the track's frame features with the window's voice embedding where speech is
@@ -146,6 +148,11 @@ class BuildTimeline:
         starts = np.concatenate([
             np.arange(np.ceil(s / hop - 1e-9), np.ceil(e / hop - 1e-9)) * hop for s, e in decoded
         ]) + 0.0 if decoded else np.zeros(0)  # + 0.0 turns ceil's -0.0 into 0.0
+        # The timeline ends with the window holding the last sampled frame: a tail shorter
+        # than the sampling interval (a 0.52 s clip's [0.5, 0.52] s) would be a window
+        # without a picture.  Its audio is not lost: the window before reaches to the end.
+        if len(frame_ts):
+            starts = starts[starts <= frame_ts.max() + 1e-9]
         duration = max((e for _, e in decoded), default=0.0)
         ends = np.minimum(starts + self.config.window_s, duration)
 

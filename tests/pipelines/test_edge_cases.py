@@ -26,8 +26,9 @@ from operators import schema as S
 from operators.vision.detect_faces import FaceDetector, FaceDetectorConfig
 from pipelines.emotion_timeline.__main__ import run
 from pipelines.emotion_timeline.config import load_config
-from pipelines.sample_media.build import CASES
+from pipelines.sample_media.build import CASES, recording_speech_intervals
 from pipelines.sample_media.edge_cases import (
+    CORRUPT_AUDIO_SPAN_S,
     CORRUPT_SPAN_S,
     EDGE_CASES,
     VFR_SEGMENTS,
@@ -115,10 +116,16 @@ def test_timelines_read_together_and_only_for_usable_clips(job):
         assert not (out / "timelines" / f"{clips.loc[file, S.CLIP_ID]}.parquet").exists()
 
 
+def _expected_windows(duration_s: float) -> int:
+    """Windows start every hop from 0 up to the last sampled frame (the timeline's rule)."""
+    last_frame_s = (math.ceil(duration_s * SAMPLE_FPS - 1e-9) - 1) / SAMPLE_FPS
+    return math.floor(last_frame_s / HOP_S + 1e-9) + 1
+
+
 def test_complete_clips_have_every_window_of_their_duration(job):
     clips = job["clips"]
     for file, row in clips[clips[S.STATUS].isin({"ok", "no_face", "no_audio"})].iterrows():
-        expected = math.ceil(row[S.DURATION_S] / HOP_S - 1e-9)
+        expected = _expected_windows(row[S.DURATION_S])
         assert row[S.WINDOWS] == expected, file
         assert row[S.FRAMES_SAMPLED] == math.ceil(row[S.DURATION_S] * SAMPLE_FPS - 1e-9), file
         tl = job["timelines"][job["timelines"]["file"] == file]
@@ -144,14 +151,10 @@ def test_participant_found_in_readable_recordings(job, name):
     case, row = EDGE_CASES[name], _clip(job, name)
     assert row[S.FACE_TRACKS] >= 1 and row[S.DOMINANT_EMOTION] is not None
     windows = _windows(job, name)
-    # A last window shorter than the sampling interval (0.5 s clip: [0.5, 0.52] s) may hold
-    # no sampled frame: it cannot show a face.
-    sampled = windows[S.WINDOW_END_S] - windows[S.WINDOW_START_S] >= 1 / SAMPLE_FPS
     inside = np.zeros(len(windows), bool)
     for start, end in case.face_intervals:
         # + 0.1 s: the last window ends with the file, which encoders pad a little
         inside |= (windows[S.WINDOW_START_S] >= start) & (windows[S.WINDOW_END_S] <= end + 0.1)
-    inside &= sampled
     assert inside.any() and windows[S.FACE_PRESENT][inside].mean() >= 0.9, name
     boxes = np.stack(_timeline(job, name)[S.BOX].dropna().to_numpy())
     assert boxes.min() >= -20 and boxes.max() <= WORKING_MAX_SIDE + 20, name  # working size
@@ -224,10 +227,15 @@ def test_1x1_picture_is_no_face_and_its_voice_is_kept(job):
     assert tl[S.SPEECH_RATIO].notna().all() and tl[S.SPEECH_PRESENT].any()
 
 
-def test_half_second_clip_has_a_window_with_the_face(job):
+def test_half_second_clip_has_one_window_with_the_face(job):
+    """0.5 s (0.52 s with encoder padding), sampled at 0, 0.2, 0.4 s: one window, to the end;
+    no window [0.5, 0.52] s without a picture."""
     row = _clip(job, "short")
-    assert row[S.WINDOWS] >= 1 and row[S.FRAMES_SAMPLED] >= 2
-    assert _windows(job, "short")[S.FACE_PRESENT].iloc[0]
+    assert row[S.FRAMES_SAMPLED] == 3 and row[S.WINDOWS] == 1
+    windows = _windows(job, "short")
+    assert windows[S.WINDOW_START_S].tolist() == [0.0]
+    assert windows[S.WINDOW_END_S].iloc[0] == pytest.approx(row[S.DURATION_S])
+    assert windows[S.FACE_PRESENT].iloc[0] and windows[S.SPEECH_RATIO].notna().all()
 
 
 def test_non_ascii_name_keeps_its_uri(job):
@@ -240,7 +248,7 @@ def test_damaged_middle_keeps_the_windows_before_the_damage(job):
     case, row = EDGE_CASES["corrupt_middle"], _clip(job, "corrupt_middle")
     damage = CORRUPT_SPAN_S[0]
     stopped = float(re.search(case.error, row[S.ERROR]).group(1))
-    # decord's decoder thread reads ahead: the fault can surface a sample or two early
+    # a decoder with frame threads reads ahead: the fault can surface a sample or two early
     assert damage - 0.4 - 1e-9 <= stopped <= damage
     assert row[S.DURATION_S] == pytest.approx(case.duration_s, abs=0.1)  # the whole file
     assert row[S.FRAMES_SAMPLED] == round(stopped * SAMPLE_FPS)
@@ -250,3 +258,23 @@ def test_damaged_middle_keeps_the_windows_before_the_damage(job):
     sampled = windows[S.WINDOW_END_S] - windows[S.WINDOW_START_S] >= 1 / SAMPLE_FPS
     assert windows[S.FACE_PRESENT][sampled].all()
     assert windows[S.SPEECH_RATIO].notna().all()
+
+
+def test_damaged_audio_keeps_the_voice_before_and_after_the_damage(job):
+    case, row = EDGE_CASES["corrupt_audio_middle"], _clip(job, "corrupt_audio_middle")
+    damaged, resumed = (float(t) for t in re.search(case.error, row[S.ERROR]).groups())
+    # ffmpeg stops at the first damaged packet; decoding resumes within ~0.1 s of its end
+    assert damaged == pytest.approx(CORRUPT_AUDIO_SPAN_S[0], abs=0.1)
+    assert CORRUPT_AUDIO_SPAN_S[1] - 0.05 <= resumed <= CORRUPT_AUDIO_SPAN_S[1] + 0.2
+    assert bool(row[S.HAS_AUDIO]) and row[S.DURATION_S] == pytest.approx(case.duration_s, abs=0.1)
+    assert row[S.WINDOWS] == _expected_windows(row[S.DURATION_S])
+    windows = _windows(job, "corrupt_audio_middle")
+    assert len(windows) == row[S.WINDOWS] and windows[S.FACE_PRESENT].all()
+    # no window lies wholly inside the 0.6 s gap: each has voice features from its good part
+    assert windows[S.SPEECH_RATIO].notna().all()
+    speech = windows[S.SPEECH_RATIO] >= 0.15
+    for start, end in recording_speech_intervals(case.duration_s):  # before and after
+        within = (windows[S.WINDOW_START_S] >= start) & (windows[S.WINDOW_END_S] <= end)
+        assert within.sum() >= 3 and speech[within].mean() >= 0.8, (start, end)
+    pause = (windows[S.WINDOW_START_S] >= 4.0) & (windows[S.WINDOW_END_S] <= 7.0)
+    assert not speech[pause].any()  # the damage reads as nothing, not as speech

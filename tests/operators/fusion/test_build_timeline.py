@@ -80,6 +80,19 @@ def test_face_and_voice_windows():
     assert tl[S.WINDOW_END_S].max() == 4.0
 
 
+def test_windows_end_with_the_last_sampled_frame():
+    """A 0.52 s clip sampled at 0, 0.2, 0.4 s: no window [0.5, 0.52] s without a picture; the
+    one window reaches to the end of the clip, so its last 20 ms of audio are still in it."""
+    batch = _chunks(n_chunks=1, chunk_s=0.52)
+    assert batch[S.FRAME_TS][0].tolist() == [0.0, 0.2, 0.4]
+    assert batch[S.VOICE_WINDOW_START_S][0].tolist() == [0.0, 0.5]
+    clip, tl = _build(batch)
+    assert clip[S.WINDOWS] == 1 and clip[S.FRAMES_SAMPLED] == 3
+    assert tl[S.WINDOW_START_S].tolist() == [0.0]
+    assert tl[S.WINDOW_END_S].tolist() == [pytest.approx(0.52)]
+    assert tl[S.FACE_PRESENT].all() and tl[S.SPEECH_RATIO].notna().all()
+
+
 def test_absent_face_windows_stay_null():
     summary, tl = _build(_chunks(face=lambda t: t < 2.0), median_windows=1)
     absent = tl[~tl[S.FACE_PRESENT]]
