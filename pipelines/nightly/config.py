@@ -30,11 +30,17 @@ class NightlySettings(BaseModel):
     retry_statuses: tuple[str, ...] = (Status.FAILED.value, Status.READ_ERROR.value)
 
 
+class NightlyTrackingConfig(TrackingConfig):
+    """Tracking as for the timeline job; runs go to experiment ``nightly``."""
+
+    experiment: str = "nightly"
+
+
 class NightlyJobConfig(TimelineJobConfig):
     """Everything ``emoray nightly`` needs besides INPUT, OUT and the run's selection flags."""
 
     nightly: NightlySettings = NightlySettings()
-    tracking: TrackingConfig = TrackingConfig(experiment="nightly")
+    tracking: NightlyTrackingConfig = NightlyTrackingConfig()
 
 
 def load_nightly_config(path: str | Path | None = None, overrides: list[str] | None = None

@@ -70,6 +70,7 @@ def describe(inputs: list[InputRef], storage_options: StorageOptions) -> list[Re
     recordings = []
     for ref in inputs:
         fs, path = open_fs(ref.uri, storage_options)
+        fs.invalidate_cache(path)  # s3fs caches listings per process: ask the store
         try:
             info = fs.info(path)
         except OSError:
@@ -186,7 +187,9 @@ def make_plan(recordings: list[Recording], state: pd.DataFrame, identity: str, *
     (made by other models), previously failed (a status in ``retry_statuses``), else up to
     date.  ``since`` keeps recordings modified at or after it (an unknown time is kept);
     ``limit`` takes the oldest-modified first, the rest are ``deferred``."""
-    known = state.set_index(S.CLIP_ID).to_dict("index") if len(state) else {}
+    # Nulls read back as NaN: make them None so that "missing then, missing now" is equal.
+    known = {row[S.CLIP_ID]: {k: v if isinstance(v, str) else None for k, v in row.items()}
+             for row in state.to_dict("records")}
     due, up_to_date, before_since = [], 0, 0
     for rec in recordings:
         if since is not None and rec.modified_at is not None and rec.modified_at < since:
