@@ -1,0 +1,188 @@
+"""A paired face–voice corpus for training and measuring the fusion model.
+
+**This is not audio-visual data.**  No labelled audio-visual recordings are available here
+(``shared/data`` holds FER2013 still faces and RAVDESS audio-only speech), so each sample
+joins a short sequence of FER2013 face images and one analysis window of a RAVDESS utterance
+that carry the **same emotion label**.  The faces and the voice belong to different people,
+were never recorded together and are not synchronous; the images of one face sequence are
+different people too.  Such pairs teach a fusion model that the two modalities always agree,
+which real recordings contradict (a polite smile over a frustrated voice).  Numbers measured
+on this corpus show how well fusion combines two independent opinions of the same label, not
+how it does on a usability-test recording.
+
+Splits never mix: training pairs draw FER2013 ``Training`` faces and RAVDESS actors 1–16,
+validation pairs ``PublicTest`` faces and actors 17–20 (``datasets.ravdess_split``).
+
+A sample mirrors one window of the timeline job: ``frames`` faces (the job samples 5 fps, so
+5 per 1 s window) and one 1 s voice window.  Rows carry the fusion task's columns
+(``pipelines.train_model.tasks``): ``face_features`` (frames × Df: the face model's features of
+each image), ``face_mask`` (frames, all true), ``voice_features`` (1 × Dv: the voice model's
+embedding of the window), ``voice_mask`` (true), ``speaking`` (the window's voice activity
+ratio, measured as the timeline measures it), ``label``, ``valence``/``arousal`` (the label's
+circumplex point, ``operators.fusion.build_timeline.CIRCUMPLEX``: derived from the category,
+not rated), ``split``, and for provenance ``face_rows`` (FER2013 row numbers), ``uri``,
+``start_s``, ``end_s`` of the voice window.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models import face_emotion, voice_emotion
+from models.voice_emotion import PROSODY_FEATURES, prosody_vector
+from operators.audio.extract_audio import SAMPLE_RATE
+from operators.fusion.build_timeline import CIRCUMPLEX
+from operators.schema import AROUSAL, EMOTIONS, URI, VALENCE
+from pipelines.train import datasets as D
+from pipelines.train_model.prepare import loudest_windows
+from pipelines.train_model.tasks import (
+    FACE_FEATURES,
+    FACE_MASK,
+    SPEAKING,
+    VOICE_FEATURES,
+    VOICE_MASK,
+)
+
+logger = logging.getLogger(__name__)
+
+FACE_ROWS = "face_rows"
+_ACTIVITY = PROSODY_FEATURES.index("voice_activity_ratio")
+
+
+def pair_indices(face_labels: np.ndarray, voice_labels: np.ndarray, frames: int = 5,
+                 draws: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Join every voice item with ``draws`` face sequences of its own class.
+
+    Returns ``(voice_index (N,), face_index (N, frames))`` with N = ``draws`` × voice items
+    (each voice item's draws are consecutive): a sequence holds ``frames`` distinct faces of
+    the voice item's label, drawn uniformly (``seed``).  Pass the labels of ONE split for
+    both modalities.  Raises ValueError when a voice class has fewer than ``frames`` faces.
+    """
+    face_labels = np.asarray(face_labels)
+    voice_labels = np.asarray(voice_labels)
+    if frames < 1 or draws < 1:
+        raise ValueError("frames and draws must be at least 1")
+    by_class = {c: np.flatnonzero(face_labels == c) for c in np.unique(voice_labels)}
+    short = {EMOTIONS[int(c)]: len(rows) for c, rows in by_class.items() if len(rows) < frames}
+    if short:
+        raise ValueError(f"too few faces for {frames}-frame sequences of classes {short}")
+    rng = np.random.default_rng(seed)
+    voice_index = np.repeat(np.arange(len(voice_labels)), draws)
+    face_index = np.stack([rng.choice(by_class[voice_labels[v]], frames, replace=False)
+                           for v in voice_index]) if len(voice_index) else np.zeros(
+        (0, frames), np.int64)
+    return voice_index, face_index
+
+
+def face_features(model: face_emotion.FaceEmotionModel, images: np.ndarray,
+                  batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """The face model's (probabilities (N, 7), features (N, Df)) for uint8 grey (N, H, W)
+    images, through :func:`models.face_emotion.predict` (grey copied to RGB)."""
+    probs, feats = [], []
+    for i in range(0, len(images), batch_size):
+        crops = np.repeat(images[i:i + batch_size, :, :, None], 3, axis=-1)
+        p, f = face_emotion.predict(model, crops)
+        probs.append(p)
+        feats.append(f)
+    return np.concatenate(probs), np.concatenate(feats)
+
+
+def voice_windows(audio: np.ndarray, window_s: float = 1.0, hop_s: float = 0.5,
+                  limit: int = 3) -> tuple[list[int], np.ndarray]:
+    """The ``limit`` loudest ``window_s`` windows of a 16 kHz utterance every ``hop_s`` (the
+    voice training job's rule, so leading/trailing silence carries no label): their start
+    samples and the windows, zero-padded to full length, (n, window samples) float32."""
+    size = round(window_s * SAMPLE_RATE)
+    starts = loudest_windows(audio, window_s, hop_s, limit)
+    out = np.zeros((len(starts), size), np.float32)
+    for i, s in enumerate(starts):
+        piece = audio[s:s + size]
+        out[i, :len(piece)] = piece
+    return starts, out
+
+
+def paired_frame(face_feats: np.ndarray, face_rows: np.ndarray, face_labels: np.ndarray,
+                 voice_feats: np.ndarray, speaking: np.ndarray, voice_labels: np.ndarray,
+                 voice_meta: pd.DataFrame, split: str, frames: int = 5, draws: int = 1,
+                 seed: int = 0) -> pd.DataFrame:
+    """Rows of one split (module docstring): every voice window (features (W, Dv),
+    ``speaking`` (W,), labels (W,), ``voice_meta`` with ``uri``/``start_s``/``end_s``) joined
+    with ``draws`` sequences of ``frames`` faces of its class (features (F, Df) of the faces
+    whose FER2013 row numbers are ``face_rows`` and labels ``face_labels``)."""
+    v_idx, f_idx = pair_indices(face_labels, voice_labels, frames, draws, seed)
+    labels = voice_labels[v_idx].astype(np.int64)
+    circumplex = np.asarray([CIRCUMPLEX[e] for e in EMOTIONS], np.float64)
+    return pd.DataFrame({
+        FACE_FEATURES: [list(face_feats[row]) for row in f_idx],
+        FACE_MASK: [np.ones(frames, bool)] * len(v_idx),
+        VOICE_FEATURES: [[voice_feats[v]] for v in v_idx],
+        VOICE_MASK: np.ones(len(v_idx), bool),
+        SPEAKING: speaking[v_idx].astype(np.float32),
+        D.LABEL: labels,
+        VALENCE: circumplex[labels, 0],
+        AROUSAL: circumplex[labels, 1],
+        D.SPLIT: split,
+        FACE_ROWS: [face_rows[row] for row in f_idx],
+        URI: voice_meta[URI].to_numpy()[v_idx],
+        D.START_S: voice_meta[D.START_S].to_numpy()[v_idx],
+        D.END_S: voice_meta[D.END_S].to_numpy()[v_idx],
+    })
+
+
+def voice_table(files: pd.DataFrame, model: voice_emotion.VoiceEmotionModel,
+                windows_per_file: int = 3) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Decode RAVDESS ``files`` (adapter rows), cut each into its loudest 1 s windows and run
+    the voice model: (window table with uri/start_s/end_s/label, voice probabilities (W, 7),
+    embeddings (W, Dv)).  The table's ``speaking`` column is each window's voice activity
+    ratio (``prosody_vector``)."""
+    rows, probs, feats = [], [], []
+    for uri, label in zip(files[URI], files[D.LABEL], strict=True):
+        audio = D.load_audio(uri)
+        starts, windows = voice_windows(audio, limit=windows_per_file)
+        pred = voice_emotion.predict(model, windows)
+        activity = prosody_vector(windows)[:, _ACTIVITY]
+        probs.append(pred.probs)
+        feats.append(pred.features)
+        rows += [{URI: uri, D.START_S: s / SAMPLE_RATE, D.END_S: s / SAMPLE_RATE + 1.0,
+                  D.LABEL: int(label), SPEAKING: float(a)}
+                 for s, a in zip(starts, activity, strict=True)]
+    return pd.DataFrame(rows), np.concatenate(probs), np.concatenate(feats)
+
+
+def write_paired_corpus(fer2013_uri: str, ravdess_root: str, out: str | Path,
+                        face_model: face_emotion.FaceEmotionModel,
+                        voice_model: voice_emotion.VoiceEmotionModel, frames: int = 5,
+                        draws: Sequence[int] = (3, 1), windows_per_file: int = 3,
+                        seed: int = 0) -> dict[str, Path]:
+    """Build the train and val pairs and write ``out/train.parquet`` and ``out/val.parquet``.
+
+    ``draws`` = face sequences per voice window for (train, val): more than one multiplies
+    the training pairs, one keeps validation a plain count of voice windows.  Returns the
+    paths written.  Decoding errors raise (the corpora are fixed and known to decode).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fer = D.read_fer2013(fer2013_uri)
+    ravdess = D.ravdess_split(D.read_ravdess(ravdess_root))
+    written = {}
+    for i, (split, n_draws) in enumerate(zip((D.TRAIN, D.VAL), draws, strict=True)):
+        faces = fer[fer[D.SPLIT] == split]
+        images = np.stack([D.fer_pixels_to_image(p) for p in faces[D.PIXELS]])
+        _, f_feats = face_features(face_model, images)
+        voices, _, v_feats = voice_table(ravdess[ravdess[D.SPLIT] == split], voice_model,
+                                         windows_per_file)
+        frame = paired_frame(f_feats, faces.index.to_numpy(), faces[D.LABEL].to_numpy(),
+                             v_feats, voices[SPEAKING].to_numpy(), voices[D.LABEL].to_numpy(),
+                             voices, split, frames, n_draws, seed + i)
+        path = out / f"{split}.parquet"
+        frame.to_parquet(path, index=False)
+        logger.info("paired %s: %d samples (%d voice windows × %d face sequences) -> %s",
+                    split, len(frame), len(voices), n_draws, path)
+        written[split] = path
+    return written
+

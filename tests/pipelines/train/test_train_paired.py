@@ -1,0 +1,82 @@
+"""The paired face–voice corpus (``pipelines/train/paired.py``): pairing rules, the rows the
+fusion job reads, and the voice side on real (espeak-ng) speech in RAVDESS's layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models import fusion, voice_emotion
+from operators.fusion.build_timeline import CIRCUMPLEX
+from operators.schema import EMOTIONS, URI
+from pipelines.train import datasets as D
+from pipelines.train import paired
+from pipelines.train_model.prepare import read_prepared
+
+
+def test_pairs_join_faces_of_the_voice_class_distinct_and_seeded():
+    rng = np.random.default_rng(1)
+    face_labels = rng.integers(0, 7, 400)
+    voice_labels = rng.integers(0, 7, 50)
+    v_idx, f_idx = paired.pair_indices(face_labels, voice_labels, frames=5, draws=3, seed=7)
+    assert v_idx.tolist() == np.repeat(np.arange(50), 3).tolist()
+    assert f_idx.shape == (150, 5)
+    assert (face_labels[f_idx] == voice_labels[v_idx][:, None]).all()
+    assert all(len(set(row)) == 5 for row in f_idx.tolist())
+    again = paired.pair_indices(face_labels, voice_labels, frames=5, draws=3, seed=7)[1]
+    other = paired.pair_indices(face_labels, voice_labels, frames=5, draws=3, seed=8)[1]
+    assert (again == f_idx).all() and not (other == f_idx).all()
+    # the draws of one voice item differ (more training pairs, not copies)
+    assert len({tuple(row) for row in f_idx[:3].tolist()}) == 3
+
+
+def test_pairs_refuse_a_class_with_too_few_faces():
+    with pytest.raises(ValueError, match="disgust"):
+        paired.pair_indices(np.array([0, 0, 0, 1]), np.array([0, 1]), frames=2)
+
+
+def test_paired_rows_round_trip_parquet_and_feed_the_fusion_model(tmp_path):
+    rng = np.random.default_rng(0)
+    face_feats = rng.normal(size=(60, 128)).astype(np.float32)
+    face_labels = np.arange(60) % 7
+    voice_feats = rng.normal(size=(14, 128)).astype(np.float32)
+    voice_labels = np.arange(14) % 7
+    meta = {URI: [f"a{i}.flac" for i in range(14)], D.START_S: np.zeros(14),
+            D.END_S: np.ones(14)}
+    frame = paired.paired_frame(face_feats, np.arange(100, 160), face_labels, voice_feats,
+                                np.linspace(0, 1, 14), voice_labels, pd.DataFrame(meta),
+                                D.VAL, frames=5, draws=2, seed=0)
+    assert len(frame) == 28 and (frame[D.SPLIT] == D.VAL).all()
+    path = tmp_path / "val.parquet"
+    frame.to_parquet(path, index=False)
+    back = read_prepared(str(path))
+    for i in (0, 27):
+        row = back.iloc[i]
+        label = int(row[D.LABEL])
+        assert label == voice_labels[i // 2]
+        assert (face_labels[np.asarray(row[paired.FACE_ROWS]) - 100] == label).all()
+        assert (row["valence"], row["arousal"]) == pytest.approx(CIRCUMPLEX[EMOTIONS[label]])
+        assert np.allclose(np.stack(row["voice_features"]), voice_feats[i // 2][None])
+    model = fusion.build("attention-bilinear", seed=0)
+    pred = fusion.predict(
+        model, np.stack([np.stack(f) for f in back["face_features"]]),
+        np.stack(back["face_mask"]), np.stack([np.stack(v) for v in back["voice_features"]]),
+        back["voice_mask"].to_numpy().copy(), back["speaking"].to_numpy(np.float32).copy())
+    assert pred.probs.shape == (28, 7) and set(pred.fusion_mode) == {"fusion"}
+
+
+def test_voice_windows_skip_silence_and_voice_table_on_real_speech(ravdess_root):
+    files = D.read_ravdess(str(ravdess_root))
+    files = files[files["modality"] == "audio"].head(2)
+    speech = D.load_audio(files[URI].iloc[0])
+    padded = np.concatenate([np.zeros(32000, np.float32), speech, np.zeros(32000, np.float32)])
+    starts, windows = paired.voice_windows(padded, limit=2)
+    assert windows.shape == (2, 16000)
+    assert all(32000 - 16000 < s < 32000 + len(speech) for s in starts)
+    model = voice_emotion.build(seed=0)
+    table, probs, feats = paired.voice_table(files, model, windows_per_file=2)
+    assert len(table) == len(probs) == len(feats) <= 4
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-5) and feats.shape[1] == 128
+    assert table["speaking"].between(0.2, 1).all()  # espeak speech fills most of each window
+    assert (table[D.END_S] - table[D.START_S]).eq(1.0).all()
