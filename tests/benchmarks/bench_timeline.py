@@ -3,8 +3,10 @@
     .venv/bin/python tests/benchmarks/bench_timeline.py [--minutes 2 30] [--json out.json]
 
 Prints the real-time factor (video seconds per wall second, Ray's start-up included), Ray
-Data's per-stage times and the peak memory (PSS) of the driver plus all Ray processes
-(sampled every 0.2 s).
+Data's per-stage times and the peak memory (PSS, and the RSS sum) of the driver plus all Ray
+processes (sampled every 0.5 s), per recording length side by side, with a breakdown by
+process role (at the overall peak, and the largest any one process reached) and the summed
+PSS over time: what a memory that grows with the recording's length would show.
 Not part of the test command: timings belong here, not in unit tests.
 """
 
@@ -29,30 +31,65 @@ from pipelines.sample_media.build import make_webcam_recording
 logger = logging.getLogger("bench")
 
 
+def _role(proc: psutil.Process) -> str:
+    """A readable name for a process: Ray sets worker titles like ``ray::MapWorker(...)``."""
+    try:
+        title = " ".join(proc.cmdline()) or proc.name()
+    except psutil.Error:
+        return "?"
+    if title.startswith("ray::"):
+        return title.split()[0][:70]
+    if "raylet" in title:
+        return "raylet"
+    if "gcs_server" in title:
+        return "gcs_server"
+    for name in ("dashboard", "log_monitor", "monitor.py", "runtime_env", "ffmpeg"):
+        if name in title:
+            return name
+    return proc.name()[:40]
+
+
 class PeakMemory:
     """Peak memory of this process and its descendants (Ray's raylet, workers, …).
 
     Reports summed PSS (the honest figure: Ray's object store is shared memory mapped into
     every worker, and PSS splits it between them) and summed RSS (which counts it once per
-    process, so it overstates).
+    process, so it overstates).  Also keeps, per process role (Ray's worker title, ``raylet``,
+    ``driver``…), the largest PSS any one such process reached, and the summed PSS over time
+    (one point per ``trace_every`` seconds), to show what grows with a recording's length.
     """
 
-    def __init__(self, interval: float = 0.2):
-        self.interval, self.peak_pss, self.peak_rss = interval, 0, 0
+    def __init__(self, interval: float = 0.5, trace_every: float = 10.0):
+        self.interval, self.trace_every = interval, trace_every
+        self.peak_pss = self.peak_rss = 0
+        self.peak_by_role: dict[str, int] = {}
+        self.roles_at_peak: dict[str, int] = {}
+        self.trace: list[tuple[float, int]] = []
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         me = psutil.Process()
+        started = last_trace = time.monotonic()
         while not self._halt.is_set():
             pss = rss = 0
+            roles: dict[str, int] = {}
             for proc in [me, *me.children(recursive=True)]:
                 try:
                     info = proc.memory_full_info()
                 except psutil.Error:
                     continue
+                role = "driver" if proc.pid == me.pid else _role(proc)
+                roles[role] = roles.get(role, 0) + info.pss
+                self.peak_by_role[role] = max(self.peak_by_role.get(role, 0), info.pss)
                 pss, rss = pss + info.pss, rss + info.rss
-            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
+            if pss > self.peak_pss:
+                self.peak_pss, self.roles_at_peak = pss, roles
+            self.peak_rss = max(self.peak_rss, rss)
+            now = time.monotonic()
+            if now - last_trace >= self.trace_every:
+                self.trace.append((round(now - started), pss))
+                last_trace = now
             time.sleep(self.interval)
 
     def __enter__(self) -> PeakMemory:
@@ -94,6 +131,11 @@ def bench(minutes: float, overrides: list[str]) -> dict:
         "realtime_factor": round(result.realtime_factor, 2),
         "peak_pss_mib": round(memory.peak_pss / 2**20),
         "peak_rss_sum_mib": round(memory.peak_rss / 2**20),
+        "peak_pss_by_role_mib": {k: round(v / 2**20) for k, v in sorted(
+            memory.peak_by_role.items(), key=lambda kv: -kv[1])},
+        "pss_at_peak_by_role_mib": {k: round(v / 2**20) for k, v in sorted(
+            memory.roles_at_peak.items(), key=lambda kv: -kv[1])},
+        "pss_trace_mib": [(t, round(v / 2**20)) for t, v in memory.trace],
         "status": result.clips["status"].tolist(),
         "stage_wall_s": {k: round(v, 2) for k, v in stage_times(result.stage_stats).items()},
         "generate_s": round(generate_s, 1), "overrides": overrides,
@@ -118,6 +160,11 @@ def main() -> None:
               f"MiB (RSS sum {report['peak_rss_sum_mib']} MiB) | {report['status']}")
         for name, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
             print(f"  {name:<60} {seconds:8.1f} s  {100 * seconds / total:5.1f}%")
+        print("  PSS MiB per process role: at the overall peak (summed) | largest single")
+        for role, mib in report["pss_at_peak_by_role_mib"].items():
+            print(f"    {role:<72} {mib:6d} | {report['peak_pss_by_role_mib'].get(role, 0):6d}")
+        trace = report["pss_trace_mib"]
+        print("  PSS over time (s: MiB): " + " ".join(f"{t}:{v}" for t, v in trace))
     print("\nminutes  real-time  peak PSS MiB  peak RSS-sum MiB")
     for report in reports:
         print(f"{report['minutes']:7g}  {report['realtime_factor']:8.2f}x  "
