@@ -13,8 +13,9 @@ start-up, CPU seconds per video second (load-proof: it compares configurations o
 machine) and the real-time factor they allow, per-stage wall time and share (Ray Data's
 stats), sampled frames/s, participant faces/s, peak memory (summed PSS and RSS of the driver
 and every Ray process) and the load average around the run.  Configurations: ``default``;
-``unoptimised`` (MTCNN on every sampled frame at the working size); ``default`` on 1 core vs
-2 (Ray keeps 2 logical CPUs, so the same actors run, on half the hardware).  On a machine
+``unoptimised`` (MTCNN on every sampled frame at the working size); ``faster`` (detection
+at 320 px too); ``default`` on 1 core vs 2 (Ray keeps 2 logical CPUs, so the same actors
+run, on half the hardware).  On a machine
 with CUDA: the same with GPU actors, a detector batch-size sweep and sampled GPU utilisation.
 
 The ceiling beside it: ffmpeg decoding the same file (raw, and at the job's sample rate and
@@ -47,6 +48,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 PEER_PYTHON = HERE / "peer" / ".venv" / "bin" / "python"
 UNOPTIMISED = ["detector.detection_stride=1", "detector.detection_max_side=null"]
+FASTER = ["detector.detection_max_side=320"]  # opt-in: detection at 320 px on top of stride 3
 KINDS = ("webcam", "pip")
 
 logger = logging.getLogger("suite")
@@ -329,13 +331,15 @@ def peer_agreement(fer: dict[str, Any], timelines_dir: Path) -> dict[str, float]
 # --- the suite ------------------------------------------------------------------------------
 
 def plan(clips: list[dict[str, Any]], quick: bool, gpu: bool) -> list[dict[str, Any]]:
-    """The runs: every clip by default and unoptimised on 2 cores, and the scaling runs (1
-    core) on the webcam recordings (all lengths; the shortest only with --quick)."""
+    """The runs: every clip by default, unoptimised and faster on 2 cores, and the scaling
+    runs (1 core) on the webcam recordings (all lengths; the shortest only with --quick);
+    --quick runs the picture-in-picture recording by default only."""
     both, one = sorted(os.sched_getaffinity(0))[:2], sorted(os.sched_getaffinity(0))[:1]
     runs = []
     shortest = min(c["minutes"] for c in clips)
     for clip in clips:
-        configs = [("default", [], both), ("unoptimised", UNOPTIMISED, both)]
+        configs = [("default", [], both), ("unoptimised", UNOPTIMISED, both),
+                   ("faster", FASTER, both)]
         if clip["kind"] == "webcam" and (not quick or clip["minutes"] == shortest):
             configs.append(("default-1core", [], one))
         if quick and clip["kind"] != "webcam":
@@ -460,7 +464,10 @@ def main() -> None:
               f"({len(spec['cores'])} core(s))", flush=True)
         result = spawn_run(spec, log)
         report["runs"].append(result)
-        if args.peer and spec["name"] in ("default", "gpu-batch1-frames25"):
+        # fer is slow (and slower on the 1280×720 PiP): --quick runs it on the webcam only
+        peer_here = spec["name"] in ("default", "gpu-batch1-frames25") and not (
+            args.quick and spec["kind"] != "webcam")
+        if args.peer and peer_here:
             fer = peer_run(spec["path"], report["ceilings"][0]["sample_fps"], run_dir, log)
             if fer is None:
                 print("peer: tests/benchmarks/peer/.venv missing; run setup_peer.sh first")
