@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -62,15 +63,22 @@ class CheckpointModel(mlflow.pyfunc.PythonModel):
     # model_input: an array, or a dict of named arrays (fusion, temporal) per the signature.
     def predict(self, context, model_input: np.ndarray, params=None):
         if self.task == "face":
-            return face_emotion.predict(self.model, np.asarray(model_input, np.uint8))[0]
+            crops = _single(model_input, "face_crops")
+            return face_emotion.predict(self.model, np.asarray(crops, np.uint8))[0]
         if self.task == "voice":
-            return voice_emotion.predict(self.model, np.asarray(model_input, np.float32)).probs
+            waveforms = _single(model_input, "waveform_16khz")
+            return voice_emotion.predict(self.model, np.asarray(waveforms, np.float32)).probs
         if self.task == "fusion":
             return fusion.predict(self.model, model_input["face_feats"],
                                   model_input["face_mask"], model_input["voice_feats"],
                                   model_input["voice_mask"], model_input["speaking"]).probs
         return temporal.predict(self.model, model_input["features"],
                                 model_input.get("lengths")).probs
+
+
+def _single(model_input: Any, name: str) -> Any:
+    """The one input array: MLflow hands named tensor inputs over as ``{name: array}``."""
+    return model_input[name] if isinstance(model_input, dict) else model_input
 
 
 def log_checkpoint_model(checkpoint: Path, signature: ModelSignature,
@@ -83,7 +91,7 @@ def log_checkpoint_model(checkpoint: Path, signature: ModelSignature,
     if mlflow.active_run() is None:
         raise RuntimeError("log_checkpoint_model needs an active MLflow run")
     info = mlflow.pyfunc.log_model(
-        name="model", python_model=CheckpointModel(),
+        name="model", python_model=str(Path(__file__).with_name("mlflow_model.py")),
         artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)}, signature=signature,
         pip_requirements=PIP_REQUIREMENTS, registered_model_name=registered_name)
     version = None if info.registered_model_version is None else str(

@@ -217,9 +217,9 @@ def _train(config: TrainJobConfig, promote: str | None) -> TrainResult:
     with tracked_run(config.tracking, config.run_name, params,
                      resume_run_id=state.get("mlflow_run_id")) as run_id, \
             tempfile.TemporaryDirectory(prefix="emoray-train-") as scratch:
-        _write_state(state_uri, options, {"mlflow_run_id": run_id if config.tracking.enabled
-                                          else None, "train_uri": data["train"],
-                                          "val_uri": data["val"]})
+        _write_state(state_uri, options, {
+            **state, "mlflow_run_id": run_id if config.tracking.enabled else None,
+            "train_uri": data["train"], "val_uri": data["val"]})
         if config.tracking.enabled:
             mlflow.set_tags({**system_info(config, use_gpu), "task": config.task})
         resources = {"CPU": config.scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
@@ -265,14 +265,20 @@ def _train(config: TrainJobConfig, promote: str | None) -> TrainResult:
         logger.info("evaluation of the best epoch (%d) on %d validation samples:\n%s",
                     int(history[-1]["best_epoch"]) + 1, len(val_table),
                     report.to_string(float_format=lambda v: f"{v:.4f}"))
-        model_uri = version = None
+        model_uri, version = state.get("model_uri"), state.get("version")
         promoted = None
-        if config.tracking.enabled:
+        if config.tracking.enabled and model_uri is None:
             mlflow.log_metrics(metrics)
             mlflow.log_artifacts(str(report_dir), artifact_path="evaluation")
             model_uri, version = log_checkpoint_model(
                 best, signature_for(config.task, load_checkpoint(best).hparams),
                 config.registry.name)
+            # A finished run started again is not logged or registered twice.
+            _write_state(state_uri, options, {**_read_state(state_uri, options),
+                                              "model_uri": model_uri, "version": version})
+        elif model_uri is not None:
+            logger.info("run %s was finished before: its model %s (version %s) stands",
+                        config.run_name, model_uri, version)
         if promote and version is not None:
             promoted = promote_version(config, promote, version, val_table, Path(scratch),
                                        metrics)

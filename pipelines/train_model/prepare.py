@@ -89,19 +89,17 @@ def source_table(source: DataSource, storage_options: StorageOptions | None = No
     elif source.format == "ravdess":
         table = D.ravdess_split(D.read_ravdess(source.uri, options))
     elif source.format == "cremad":
-        table = _subject_split(D.read_cremad(source.uri, options), source)
+        table = D.read_cremad(source.uri, options)
     elif source.format == "folders":
         table = D.read_image_folders(source.uri, source.contempt, options)
     elif source.format == "manifest":
         table = D.read_manifest(source.uri, options)
-        if table[D.SPLIT].isna().all():
-            table = _subject_split(table, source)
     else:
         raise ValueError(f"format {source.format!r} is already prepared")
     if source.split is not None:
         if table[D.SPLIT].isna().all():
-            raise ValueError(f"{source.uri}: the corpus defines no split; cannot select "
-                             f"split {source.split!r}")
+            # No split of its own (CREMA-D, most manifests): by subject, never by clip.
+            table = _subject_split(table, source)
         table = table[table[D.SPLIT] == source.split].reset_index(drop=True)
     if table.empty:
         raise ValueError(f"{source.uri}: no samples in split {source.split!r}")
