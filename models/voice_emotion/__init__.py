@@ -6,6 +6,8 @@ See ``MODEL_CARD.md`` for what it was trained on and where it fails.
 from models.voice_emotion.features import PROSODY_FEATURES, log_mel, prosody_vector
 from models.voice_emotion.model import (
     ARCH,
+    DEFAULT_MODEL,
+    DEFAULT_WEIGHTS,
     RAVDESS_EMOTIONS,
     VoiceEmotionModel,
     VoicePrediction,
@@ -19,6 +21,8 @@ from models.voice_emotion.network import VoiceEmotionConfig, VoiceEmotionNet, Vo
 
 __all__ = [
     "ARCH",
+    "DEFAULT_MODEL",
+    "DEFAULT_WEIGHTS",
     "PROSODY_FEATURES",
     "RAVDESS_EMOTIONS",
     "VoiceEmotionConfig",

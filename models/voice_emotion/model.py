@@ -1,9 +1,9 @@
 """Load, build, run, save and export the voice emotion model (plain PyTorch).
 
 * :func:`load` reads a trained model from our checkpoint format (``models/checkpoint.py``,
-  arch :data:`ARCH`) or from a TorchScript file written by :func:`export_torchscript`.  No
-  pretrained voice weights ship with emoray yet and nothing is downloaded at run time, so
-  ``load(None)`` raises and points to training.
+  arch :data:`ARCH`) or from a TorchScript file written by :func:`export_torchscript`;
+  ``load(None)`` reads the shipped weights (:data:`DEFAULT_WEIGHTS`, trained on RAVDESS: see
+  ``MODEL_CARD.md``).  Nothing is downloaded at run time.
 * :func:`build` makes a freshly initialised model (what training starts from).
 * :func:`predict` runs a batch of analysis windows; :func:`save` and
   :func:`export_torchscript` write the two file kinds :func:`load` reads.
@@ -40,6 +40,10 @@ logger = logging.getLogger(__name__)
 
 ARCH = "voice-emotion-cnn"
 """Architecture name in checkpoints and TorchScript metadata."""
+
+DEFAULT_MODEL = "ravdess-voice-cnn"
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "ravdess_voice_cnn.pt"
+"""The shipped weights (RAVDESS actors 1–16, CC BY-NC-SA 4.0; see MODEL_CARD.md)."""
 
 
 RAVDESS_EMOTIONS: dict[str, str] = {
@@ -119,18 +123,14 @@ def load(
 ) -> VoiceEmotionModel:
     """Load trained weights: our checkpoint (arch :data:`ARCH`) or an exported TorchScript file.
 
+    ``source`` None or :data:`DEFAULT_MODEL` → the shipped weights (:data:`DEFAULT_WEIGHTS`).
     The kind of file is recognised from its content.  ``name`` is the checkpoint metadata's
-    ``name`` when present, else the file's stem.  Raises ``ValueError`` for ``source=None``
-    (no pretrained voice weights ship yet), a file of another kind or architecture, other
-    classes than :data:`EMOTIONS`, or weights that do not fit the hparams;
-    ``FileNotFoundError`` for a missing file.
+    ``name`` when present, else the file's stem.  Raises ``ValueError`` for a file of another
+    kind or architecture, other classes than :data:`EMOTIONS`, or weights that do not fit the
+    hparams; ``FileNotFoundError`` for a missing file.
     """
-    if source is None:
-        raise ValueError(
-            "no pretrained voice emotion weights ship with emoray yet, and none are downloaded "
-            "at run time: train a model (on RAVDESS, see models/voice_emotion/MODEL_CARD.md), "
-            "save it with models.voice_emotion.save() and pass the checkpoint's path"
-        )
+    if source is None or source == DEFAULT_MODEL:
+        source = DEFAULT_WEIGHTS
     found = read_model_file(source, device, "voice emotion", [ARCH], EMOTIONS)
     config = VoiceEmotionConfig.from_hparams(found.hparams)
     module = found.scripted
