@@ -10,11 +10,11 @@ and tests/benchmarks/RESULTS.md), for each, per window of the participant's trac
   - dominant-emotion agreement (windows with a face on both paths) >= DOMINANT_AGREEMENT
   - mean absolute difference of the 7 probabilities (same windows) <= PROB_MAE
 and per clip: the same status and the same number of face tracks.
-How they were set: measured on these recordings (stride 3 + 320 px: face present 1.000,
-dominant 0.960, MAE 0.015 over 176 windows with a face, 2026-11-22), then loosened for
-run-to-run noise; the
+How they were set: measured on these recordings over 176 windows with a face (2026-11-22;
+default: face present 1.000, dominant 1.000, MAE 0.009; stride 3 + 320 px: 1.000, 0.960 and
+0.972 in two runs, MAE 0.014-0.015), then loosened for run-to-run noise; the
 dominant emotion can only flip where two classes are nearly tied, since the probabilities
-themselves differ by 0.015 on average.  Takes ~2 min (three job runs, 2 CPUs).
+themselves differ by ~0.01 on average.  Takes ~3 min (three job runs; busy 2-core machine).
 """
 
 from __future__ import annotations
