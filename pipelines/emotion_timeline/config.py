@@ -28,8 +28,11 @@ class ResourcesConfig(BaseModel):
     # 2-CPU machine; larger numbers deadlock small nodes (actors hold their CPUs).
     # Staging, probing and decoding fuse into one task per clip (PyAV + one ffmpeg).
     decode: StageResources = StageResources(num_cpus=0.5)
-    # Voice features are cheap numpy/torch on 16 kHz audio: one chunk row per call.
-    voice: StageResources = StageResources(num_cpus=0.25, batch_size=1)
+    # Voice features are cheap numpy/torch on 16 kHz audio: one chunk row per call.  The
+    # decoder's CPU share, so Ray fuses them into the decode task: a separate stage would
+    # copy every chunk's frames through the object store once more (measured: a 10-minute
+    # recording's peak 6.5 -> 5.4 GiB together with the smaller budgets below).
+    voice: StageResources = StageResources(num_cpus=0.5, batch_size=1)
     # MTCNN dominates the cost: one chunk (50 frames) per call.  Ray gives an actor one
     # torch thread per whole CPU it reserves (at least one), so half-CPU actors run one
     # thread each and two of them keep a 2-core node busy next to the decoder (measured
@@ -47,12 +50,14 @@ class ResourcesConfig(BaseModel):
     # 640 px uses a fraction of a modern GPU, so four actors share one.
     gpu_share: float = Field(0.25, gt=0, le=1)
     # Object store the job may fill with in-flight rows.  Decoding outruns detection, so
-    # without a cap it would buffer frames up to the store's size (30% of RAM); 2 GiB is
-    # ~40 chunks of 640×480 frames in flight, plenty to keep every stage busy.
-    object_store_gib: float = Field(2.0, gt=0)
+    # without a cap it would buffer frames up to the store's size (30% of RAM); 1 GiB is
+    # ~20 chunks of 640×480 frames in flight, enough to keep 8 detector actors busy (0.5 GiB
+    # left the second of two idle).  The store's pages stay resident once touched, so this
+    # cap (and the store size below) is most of what a long recording adds to the peak.
+    object_store_gib: float = Field(1.0, gt=0)
     # Size of the object store of a local Ray started by the job (a cluster's is set where
     # the cluster starts): twice the job's share, so Ray's own buffers have room too.
-    local_object_store_gib: float = Field(4.0, gt=0)
+    local_object_store_gib: float = Field(2.0, gt=0)
 
 
 class TimelineJobConfig(BaseModel):
