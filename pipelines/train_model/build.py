@@ -306,14 +306,15 @@ def promote_version(config: TrainJobConfig, alias: str, version: str,
     if key not in metrics:
         raise ValueError(f"cannot compare on {metric}: the evaluation has {sorted(metrics)}")
     holder = alias_holder(name, alias)
+    if holder == version:
+        logger.info("version %s already holds @%s", version, alias)
+        return True
     holder_score = None
-    if holder is not None and holder != version:
+    if holder is not None:
         path = resolve_model_file(f"models:/{name}/{holder}", config.tracking,
                                   scratch / "holder")
         holder_metrics = evaluate_checkpoint(config.task, path, val_table).report("eval")
         holder_score = holder_metrics.get(key, float("nan"))
-    elif holder == version:
-        holder = None
     decision = promote_if_better(name, alias, version, metrics[key], holder_score, holder,
                                  config.train.early_stopping.mode)
     logger.info("%s", decision.message(metric))
