@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from infra import submit as submit_cmd
 from infra.logs import setup_logging
 from pipelines.emotion_timeline import __main__ as timeline_job
 from pipelines.nightly import __main__ as nightly_job
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
                              description=nightly_job.__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     nightly_job.add_arguments(nightly)
+    submit = sub.add_parser("submit", help="run an emoray job on a Ray cluster (Jobs API) and "
+                                           "stream its logs", description=submit_cmd.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    submit_cmd.add_arguments(submit)
     for name, (add_arguments, _, help_text) in train_job.COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help_text, description=train_job.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter))
@@ -37,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         return timeline_job.run_from_args(args)
     if args.command == "nightly":
         return nightly_job.run_from_args(args)
+    if args.command == "submit":
+        return submit_cmd.run_from_args(args)
     if args.command in train_job.COMMANDS:
         return train_job.COMMANDS[args.command][1](args)
     return sample_job.main(args.argv)
