@@ -19,21 +19,27 @@ def test_pairs_join_faces_of_the_voice_class_distinct_and_seeded():
     rng = np.random.default_rng(1)
     face_labels = rng.integers(0, 7, 400)
     voice_labels = rng.integers(0, 7, 50)
-    v_idx, f_idx = paired.pair_indices(face_labels, voice_labels, frames=5, draws=3, seed=7)
+    v_idx, f_idx = paired.pair_indices(face_labels, voice_labels, frames=5, draws=3, seed=7,
+                                       people=5)
     assert v_idx.tolist() == np.repeat(np.arange(50), 3).tolist()
     assert f_idx.shape == (150, 5)
     assert (face_labels[f_idx] == voice_labels[v_idx][:, None]).all()
     assert all(len(set(row)) == 5 for row in f_idx.tolist())
-    again = paired.pair_indices(face_labels, voice_labels, frames=5, draws=3, seed=7)[1]
-    other = paired.pair_indices(face_labels, voice_labels, frames=5, draws=3, seed=8)[1]
+    again = paired.pair_indices(face_labels, voice_labels, 5, 3, seed=7, people=5)[1]
+    other = paired.pair_indices(face_labels, voice_labels, 5, 3, seed=8, people=5)[1]
     assert (again == f_idx).all() and not (other == f_idx).all()
+    # by default one person per sequence, as in a recording's window; 2 people take turns
+    one = paired.pair_indices(face_labels, voice_labels, frames=5, draws=3, seed=7)[1]
+    assert (one == one[:, :1]).all() and (face_labels[one] == voice_labels[v_idx][:, None]).all()
+    two = paired.pair_indices(face_labels, voice_labels, frames=5, seed=7, people=2)[1]
+    assert (two[:, 0] != two[:, 1]).all() and (two[:, ::2] == two[:, :1]).all()
     # the draws of one voice item differ (more training pairs, not copies)
     assert len({tuple(row) for row in f_idx[:3].tolist()}) == 3
 
 
 def test_pairs_refuse_a_class_with_too_few_faces():
     with pytest.raises(ValueError, match="disgust"):
-        paired.pair_indices(np.array([0, 0, 0, 1]), np.array([0, 1]), frames=2)
+        paired.pair_indices(np.array([0, 0, 0, 1]), np.array([0, 1]), frames=2, people=2)
 
 
 def test_paired_rows_round_trip_parquet_and_feed_the_fusion_model(tmp_path):
@@ -46,7 +52,9 @@ def test_paired_rows_round_trip_parquet_and_feed_the_fusion_model(tmp_path):
             D.END_S: np.ones(14)}
     frame = paired.paired_frame(face_feats, np.arange(100, 160), face_labels, voice_feats,
                                 np.linspace(0, 1, 14), voice_labels, pd.DataFrame(meta),
-                                D.VAL, frames=5, draws=2, seed=0)
+                                D.VAL, frames=5, draws=2, seed=0, people=3,
+                                face_probs=np.eye(7, dtype=np.float32)[face_labels],
+                                voice_probs=np.eye(7, dtype=np.float32)[voice_labels])
     assert len(frame) == 28 and (frame[D.SPLIT] == D.VAL).all()
     path = tmp_path / "val.parquet"
     frame.to_parquet(path, index=False)
@@ -58,6 +66,9 @@ def test_paired_rows_round_trip_parquet_and_feed_the_fusion_model(tmp_path):
         assert (face_labels[np.asarray(row[paired.FACE_ROWS]) - 100] == label).all()
         assert (row["valence"], row["arousal"]) == pytest.approx(CIRCUMPLEX[EMOTIONS[label]])
         assert np.allclose(np.stack(row["voice_features"]), voice_feats[i // 2][None])
+        # the unimodal baselines travel with the sample: one-hot here, so argmax = label
+        assert (np.stack(row[paired.FACE_PROBS]).argmax(axis=1) == label).all()
+        assert np.argmax(row[paired.VOICE_PROBS]) == label
     model = fusion.build("attention-bilinear", seed=0)
     pred = fusion.predict(
         model, np.stack([np.stack(f) for f in back["face_features"]]),
