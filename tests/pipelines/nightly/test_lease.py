@@ -36,7 +36,7 @@ time.sleep(max(0.0, start + 6 - time.time()))  # stay alive: a dead holder would
 
 
 def _race(directory: str, options: dict, n: int = 4) -> list[dict]:
-    start = time.time() + 8  # all processes have imported by then, even on a busy machine
+    start = time.time() + 10  # all processes have imported by then, even on a busy machine
     procs = [subprocess.Popen([sys.executable, "-c", RACE, directory, json.dumps(options),
                                str(start)], stdout=subprocess.PIPE, text=True)
              for _ in range(n)]
