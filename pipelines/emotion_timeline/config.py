@@ -72,7 +72,9 @@ class TimelineJobConfig(BaseModel):
     # file or an MLflow URI (models:/NAME@ALIAS, runs:/ID/PATH).
     face_model: str | None = None
     # Multimodal path (both or neither): a voice-emotion model and a fusion model combining
-    # it with the face model's features.  Same forms as face_model; no defaults ship yet.
+    # it with the face model's features.  Same forms as face_model.  Off by default: voice
+    # weights ship (models/voice_emotion/weights) but no trained fusion model beat plain
+    # decision-level fusion on the paired validation split (models/fusion/MODEL_CARD.md).
     voice_model: str | None = None
     fusion_model: str | None = None
     address: str | None = None  # Ray cluster; None starts a local Ray
