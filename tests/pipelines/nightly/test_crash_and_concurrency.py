@@ -55,6 +55,7 @@ def test_driver_killed_mid_run_then_restarted_processes_each_clip_once(media, ra
     time.sleep(2)  # tasks of the dead driver are cancelled by Ray; let stragglers settle
     first = read_state(str(out), {})
     assert 1 <= len(first) <= len(cases)
+    print(f"the killed run had recorded {len(first)} of {len(cases)} clips")
 
     # Restart: the dead driver's lease is stale at once (its process is gone on this host).
     result = run(str(inputs), str(out), load_nightly_config(None, ["tracking.enabled=false"]))
