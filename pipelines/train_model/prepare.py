@@ -96,6 +96,8 @@ def source_table(source: DataSource, storage_options: StorageOptions | None = No
         table = D.read_manifest(source.uri, options)
     else:
         raise ValueError(f"format {source.format!r} is already prepared")
+    if table.empty:
+        raise ValueError(f"{source.uri}: no {source.format} samples found")
     if source.split is not None:
         if table[D.SPLIT].isna().all():
             # No split of its own (CREMA-D, most manifests): by subject, never by clip.
