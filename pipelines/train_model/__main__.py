@@ -62,7 +62,7 @@ def run_train(args: argparse.Namespace) -> int:
     except _USER_ERRORS as exc:
         logger.error("%s", exc)
         return 2
-    except ray.train.TrainingFailedError as exc:
+    except (ray.train.TrainingFailedError, ray.train.ControllerError) as exc:
         logger.error("training failed after %d worker-group restart(s): %s\nRun the same "
                      "command again to continue from the last epoch checkpoint.",
                      config.scaling.max_failures, exc)
