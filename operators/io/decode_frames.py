@@ -252,10 +252,7 @@ def _decode_chunks(
                 chunk[S.ERROR] = note
             times = np.arange(math.ceil(start * config.sample_fps - 1e-9),
                               math.ceil(end * config.sample_fps - 1e-9)) / config.sample_fps
-            then = None  # the next chunk's first sample time
-            if index + 1 < n_chunks:
-                then = math.ceil(end * config.sample_fps - 1e-9) / config.sample_fps
-            frames = sampler.take(times, then)
+            frames = sampler.take(times)
             fault = None
             if sampler.fault is not None and len(frames) < len(times):
                 fault_s = float(times[len(frames)])
@@ -312,11 +309,13 @@ class FrameSampler:
 
     Memory: decord's decoder keeps decoding ahead of a reader that stops asking (dmlc/decord
     issues #157, #197, #208: a 10-minute recording's decode worker grew past 2 GB while the
-    detector was busy).  Given ``then`` (the first time the next call will ask for), ``take``
-    ends by seeking the reader to the keyframe at or before that time's frame, which stops the
-    decoder and drops what it had read ahead; the next call decodes on from that keyframe.
-    (Not to the frame itself: decord's fast seek counts a non-keyframe target as reached while
-    the demuxer stands on a neighbouring keyframe, and the next frames it returns are wrong.)
+    detector was busy), so :meth:`take` ends by seeking the reader back to the first frame,
+    which stops the decoder and drops what it had read ahead; the next call's ``get_batch``
+    then seeks accurately, to the keyframe before its first frame, as it does for any jump.
+    Not a seek to that frame or its keyframe instead: decord's fast seek counts a target
+    that is not a keyframe as reached while its demuxer stands on another keyframe (the frames
+    after it were wrong), and a seek to where decord thinks it stands does nothing at all
+    (a keyframe that was the chunk's last sample: the read-ahead went on).
 
     A stretch the codec refuses (damaged data) ends the clip's frames: :attr:`fault` then
     says why, and :meth:`take` returns the frames before the damage (possibly fewer than
@@ -331,7 +330,6 @@ class FrameSampler:
         self._reader: decord.VideoReader | None = None
         self._video = self._path  # the file decoded: the input or its remuxed copy
         self._starts = np.zeros(0)
-        self._keys = np.zeros(0, np.int64)
         self.fault: str | None = None
 
     def __enter__(self) -> FrameSampler:
@@ -345,7 +343,6 @@ class FrameSampler:
                             self._path.name)
                 self._reader = self._open(self._video)
             self._starts = self._reader.get_frame_timestamp(np.arange(len(self._reader)))[:, 0]
-            self._keys = np.asarray(self._reader.get_key_indices(), np.int64)
         except BaseException:
             self.__exit__()
             raise
@@ -378,9 +375,8 @@ class FrameSampler:
         idx = np.searchsorted(self._starts, times + 1e-6, side="right") - 1
         return np.clip(idx, 0, len(self._starts) - 1)
 
-    def take(self, times: np.ndarray, then: float | None = None) -> np.ndarray:
-        """uint8 n×H×W×3 RGB frames for ``times`` (increasing, each >= the last call's);
-        ``then``: the first time the next call asks for (None: there is no next call)."""
+    def take(self, times: np.ndarray) -> np.ndarray:
+        """uint8 n×H×W×3 RGB frames for ``times`` (increasing, each >= the last call's)."""
         empty = np.zeros((0, self._height, self._width, 3), np.uint8)
         if self.fault is not None or self._reader is None or not len(times):
             return empty
@@ -394,10 +390,7 @@ class FrameSampler:
                 self.fault = reason
                 self._reader = None
                 return frames if len(frames) else empty
-        if then is not None:
-            index = int(self._indices(np.array([then]))[0])
-            at = np.searchsorted(self._keys, index, side="right") - 1
-            self._reader.seek(int(self._keys[at]) if at >= 0 else 0)
+        self._reader.seek(0)  # stops the read-ahead (see the class docstring)
         return frames
 
     def _frames_before_fault(self, indices: np.ndarray) -> np.ndarray:

@@ -70,7 +70,7 @@ def test_sampler_takes_the_frame_on_screen_at_each_time(tmp_path):
     # variable frame rate: frames at 0, 0.1, 0.5, 0.55, 1.0 s
     path = _vfr_greys(tmp_path / "vfr.mkv", [0.0, 0.1, 0.5, 0.55, 1.0])
     with FrameSampler(path, 64, 48) as sampler:
-        first = sampler.take(np.array([0.0, 0.2, 0.4]), then=0.6)
+        first = sampler.take(np.array([0.0, 0.2, 0.4]))
         rest = sampler.take(np.array([0.6, 0.8, 1.0, 1.2]))  # 1.2: after the last frame
     assert first.shape == (3, 48, 64, 3) and rest.shape == (4, 48, 64, 3)
     grey = np.concatenate([first, rest]).reshape(7, -1).mean(axis=1)
@@ -138,31 +138,28 @@ class _SeekSpy(decord.VideoReader):
 
 def test_decoder_stops_decord_after_each_chunk(long_recording, monkeypatch):
     """The memory bound: decord decodes ahead of a reader that has stopped asking (dmlc/decord
-    #157), so after every chunk but the last the reader is seeked, to the keyframe at or
-    before the next chunk's first frame (no frame decoded twice beyond that keyframe)."""
+    #157), so every chunk's frames are followed by a seek back to the first frame, the one
+    seek that always stops decord's decoder thread and drops what it read ahead."""
     monkeypatch.setattr(_SeekSpy, "calls", [])
     monkeypatch.setattr(decode_frames.decord, "VideoReader", _SeekSpy)
     chunks = list(make_decode_fn(DecodeConfig(chunk_s=4.0))(_clip_row(long_recording)))
     assert len(chunks) == 10 and all(not c[S.STATUS] for c in chunks)
-    keys = list(decord.VideoReader(str(long_recording)).get_key_indices())
-    calls = _SeekSpy.calls
-    assert [kind for kind, _ in calls] == ["batch", "seek"] * 9 + ["batch"]
-    for (_, [seeked]), (_, after) in zip(calls[1::2], calls[2::2], strict=True):
-        assert seeked in keys and seeked <= after[0]
-        assert not [k for k in keys if seeked < k <= after[0]]  # the nearest such keyframe
+    assert [kind for kind, _ in _SeekSpy.calls] == ["batch", "seek"] * 10
+    assert all(at == [0] for kind, at in _SeekSpy.calls if kind == "seek")
+    assert [at[0] for kind, at in _SeekSpy.calls if kind == "batch"] == [
+        100 * k for k in range(10)]  # 4 s of 25 fps, from the start of each chunk
 
 
 def test_frames_after_the_seeks_are_the_right_ones(tmp_path):
     """Keyframes off the chunk grid, B-frames and a moving picture: every chunk's frames equal
-    one unseeked decord pass over the same indices (decord's fast seek to a frame that is not
-    a keyframe returns wrong frames afterwards; the sampler must not depend on it)."""
+    one unseeked decord pass over the same indices (decord's fast seek to the next chunk's
+    first frame, when that is not a keyframe, returned the wrong frames afterwards)."""
     path = tmp_path / "gop37.mp4"
     _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "12", "-c:v",
             "libx264", "-g", "37", "-bf", "3", "-pix_fmt", "yuv420p", str(path))
     grid = [np.arange(k * 10, min(60, k * 10 + 10)) / 5.0 for k in range(6)]  # 2 s at 5 fps
     with FrameSampler(path, 320, 240) as sampler:
-        got = [sampler.take(times, then=grid[k + 1][0] if k < 5 else None)
-               for k, times in enumerate(grid)]
+        got = [sampler.take(times) for times in grid]
     reference = decord.VideoReader(str(path), width=320, height=240, num_threads=1)
     starts = reference.get_frame_timestamp(np.arange(len(reference)))[:, 0]
     indices = np.searchsorted(starts, np.concatenate(grid) + 1e-6, side="right") - 1
