@@ -37,7 +37,8 @@ CHECKPOINT_ARTIFACT = "checkpoint"
 PIP_REQUIREMENTS = ["emoray", "torch", "numpy", "pandas"]
 
 
-def _task_of(arch: str) -> str:
+def task_of(arch: str) -> str:
+    """The training task (face, voice, fusion, temporal) of a checkpoint architecture."""
     if arch in face_emotion.ARCHITECTURES:
         return "face"
     if arch == voice_emotion.model.ARCH:
@@ -55,7 +56,7 @@ class CheckpointModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context):
         path = Path(context.artifacts[CHECKPOINT_ARTIFACT])
-        self.task = _task_of(load_checkpoint(path).arch)
+        self.task = task_of(load_checkpoint(path).arch)
         loader = {"face": face_emotion.load, "voice": voice_emotion.load,
                   "fusion": fusion.load, "temporal": temporal.load}[self.task]
         self.model = loader(path)

@@ -28,11 +28,12 @@ class ResourcesConfig(BaseModel):
     # 2-CPU machine; larger numbers deadlock small nodes (actors hold their CPUs).
     # Staging, probing and decoding fuse into one task per clip (decord + one ffmpeg).
     decode: StageResources = StageResources(num_cpus=0.5)
-    # Voice features are cheap numpy/torch on 16 kHz audio: one chunk row per call.  The
-    # decoder's CPU share, so Ray fuses them into the decode task: a separate stage would
-    # copy every chunk's frames through the object store once more (measured: a 10-minute
-    # recording's peak 6.5 -> 5.4 GiB together with the smaller budgets below).
-    voice: StageResources = StageResources(num_cpus=0.5, batch_size=1)
+    # Voice features are cheap numpy/torch on 16 kHz audio.  The decoder's CPU share and no
+    # batch size (whatever the decoder's blocks hold), so Ray fuses them into the decode
+    # task: a separate stage would copy every chunk's frames through the object store once
+    # more (measured: a 10-minute recording's peak 6.5 -> 5.4 GiB together with the smaller
+    # budgets below).
+    voice: StageResources = StageResources(num_cpus=0.5)
     # MTCNN dominates the cost: one chunk (50 frames) per call.  Ray gives an actor one
     # torch thread per whole CPU it reserves (at least one), so half-CPU actors run one
     # thread each and two of them keep a 2-core node busy next to the decoder (measured

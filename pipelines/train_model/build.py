@@ -33,7 +33,7 @@ from mlflow.types.schema import Schema, TensorSpec
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from infra import ray_cluster
-from infra.registry import alias_holder, log_checkpoint_model, promote_if_better
+from infra.registry import alias_holder, log_checkpoint_model, promote_if_better, task_of
 from infra.tracking import absolute_uri, resolve_model_file, tracked_run
 from models.checkpoint import load_checkpoint
 from operators.io.files import StorageOptions, is_remote, join, open_fs
@@ -141,9 +141,7 @@ def evaluate_checkpoint(task: str, path: Path, table: pd.DataFrame) -> Predictio
 
 
 def task_of_checkpoint(path: Path) -> str:
-    from infra.registry import _task_of
-
-    return _task_of(load_checkpoint(path).arch)
+    return task_of(load_checkpoint(path).arch)
 
 
 def report_artifacts(predictions: Predictions, folder: Path, title: str) -> pd.DataFrame:

@@ -49,6 +49,7 @@ from pipelines.train.losses import (
 )
 from pipelines.train.metrics import evaluation_report
 from pipelines.train_model.config import TrainJobConfig
+from pipelines.train_model.prepare import read_prepared
 from pipelines.train_model.tasks import TASKS, VOTE_DIST, Built, Outputs, RowDataset, TaskSpec
 
 logger = logging.getLogger("emoray.train")
@@ -228,13 +229,6 @@ def _gather(obj: Any) -> list[Any]:
     return gathered
 
 
-def read_table(uri: str, storage_options: dict[str, Any]) -> pd.DataFrame:
-    """A prepared Parquet folder (or file) as pandas, rows in shard order."""
-    from pipelines.train_model.prepare import read_prepared
-
-    return read_prepared(uri, storage_options)
-
-
 def train_loop(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker.  ``loop_config``: ``job`` (TrainJobConfig as JSON data),
     ``train_uri``/``val_uri`` (prepared Parquet), ``init`` (an ObjectRef of checkpoint bytes
@@ -249,8 +243,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(seed + rank)  # dropout masks: per rank, reproducible
 
     options = loop_config.get("storage_options") or {}
-    train_table = read_table(loop_config["train_uri"], options)
-    val_table = read_table(loop_config["val_uri"], options)
+    train_table = read_prepared(loop_config["train_uri"], options)
+    val_table = read_prepared(loop_config["val_uri"], options)
     if job.train.oversample.enabled:
         train_table = oversample_rare(train_table, job.train.oversample.target_ratio,
                                       job.train.oversample.max_factor, seed)

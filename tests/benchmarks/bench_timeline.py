@@ -151,8 +151,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     setup_logging("WARNING")
-    reports = [bench(m, args.overrides) for m in args.minutes]
-    for report in reports:
+    reports = []
+    for minutes in args.minutes:  # each printed when done: long runs take a while
+        report = bench(minutes, args.overrides)
+        reports.append(report)
         stages = report["stage_wall_s"]
         total = sum(stages.values()) or 1.0
         print(f"{report['minutes']:g} min: wall {report['wall_s']:.1f} s | "

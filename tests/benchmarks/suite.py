@@ -9,14 +9,15 @@ espeak-ng speech, cached in ``--media`` (default OUT/media) and reused by later 
 
 Per recording × configuration, each job in its own process (a fresh local Ray, pinned to the
 given cores), it reports: the real-time factor (video s per wall s) with and without Ray's
-start-up, CPU seconds per video second (load-proof: it compares configurations on a busy
-machine) and the real-time factor they allow, per-stage wall time and share (Ray Data's
-stats), sampled frames/s, participant faces/s, peak memory (summed PSS and RSS of the driver
-and every Ray process) and the load average around the run.  Configurations: ``default``;
-``unoptimised`` (MTCNN on every sampled frame at the working size); ``faster`` (detection
-at 320 px too); ``default`` on 1 core vs 2 (Ray keeps 2 logical CPUs, so the same actors
-run, on half the hardware).  On a machine
-with CUDA: the same with GPU actors, a detector batch-size sweep and sampled GPU utilisation.
+start-up, CPU seconds per video second of all its processes and the real-time factor they
+allow, the stages' own CPU ms per video second (Ray Data's remote cpu time: the figure that
+compares configurations on a busy machine) and the real-time factor that work allows,
+per-stage wall time and share (Ray Data's stats), sampled frames/s, participant faces/s,
+peak memory (summed PSS and RSS of the driver and every Ray process) and the load average
+around the run.  Configurations: ``default``; ``unoptimised`` (MTCNN on every sampled frame
+at the working size); ``faster`` (detection at 320 px too); ``default`` on 1 core vs 2 (Ray
+keeps 2 logical CPUs, so the same actors run, on half the hardware).  On a machine with
+CUDA: the same with GPU actors, a detector batch-size sweep and sampled GPU utilisation.
 
 The ceiling beside it: ffmpeg decoding the same file (raw, and at the job's sample rate and
 working size) and the job's own decoder alone; the report says what share of that speed the
@@ -34,6 +35,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -232,6 +234,8 @@ def one_run(spec: dict[str, Any]) -> dict[str, Any]:
     job_s = result.wall_s
     stages = stage_times(result.stage_stats)
     total = sum(stages.values()) or 1.0
+    stage_cpu = stage_cpu_times(result.stage_stats)
+    work = sum(stage_cpu.values())
     return {
         **{k: spec[k] for k in ("name", "kind", "minutes", "cores", "overrides")},
         "status": clips[S.STATUS].tolist(), "video_s": result.video_s,
@@ -245,6 +249,13 @@ def one_run(spec: dict[str, Any]) -> dict[str, Any]:
         "cpu_s": round(cpu.total, 1),
         "cpu_s_per_video_s": round(cpu.total / result.video_s, 3),
         "realtime_x_cpu_bound": round(result.video_s * len(spec["cores"]) / cpu.total, 1),
+        # the stages' own CPU time (Ray Data's "remote cpu time"): the per-video-second work,
+        # free of start-up and of Ray's background processes, which idle along with the wall
+        # clock and so grow with the load of a shared machine
+        "stage_cpu_s": {k: round(v, 2) for k, v in stage_cpu.items()},
+        "work_cpu_ms_per_video_s": round(1000 * work / result.video_s, 1),
+        "realtime_x_work_bound": round(result.video_s * len(spec["cores"]) / work, 1)
+        if work else None,
         "peak_pss_mib": round(memory.peak_pss / 2**20),
         "peak_rss_sum_mib": round(memory.peak_rss / 2**20),
         "stage_wall_s": {k: round(v, 2) for k, v in stages.items()},
@@ -254,6 +265,21 @@ def one_run(spec: dict[str, Any]) -> dict[str, Any]:
         "timeline_rows": len(timelines),
         **(gpus.summary() if gpu else {}),
     }
+
+
+def stage_cpu_times(stats: str) -> dict[str, float]:
+    """Total CPU seconds per operator from Ray Data's stats report ("Remote cpu time"): the
+    work of the stage itself, without Ray's background processes or waiting on a busy CPU."""
+    times, current = {}, None
+    for line in stats.splitlines():
+        header = re.match(r"\s*Operator \d+ (.+?): ", line)
+        if header:
+            current = header.group(1)
+        cpu = re.search(r"Remote cpu time: .*?([\d.]+)(ms|s|us) total", line)
+        if current and cpu:
+            value = float(cpu.group(1)) * {"s": 1, "ms": 1e-3, "us": 1e-6}[cpu.group(2)]
+            times[current] = times.get(current, 0.0) + value
+    return times
 
 
 class _Nothing:
@@ -361,7 +387,7 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"\nmachine: {report['machine']['cpu']} | {report['machine']['cores']} cores | "
           f"load average at start {report['machine']['load_avg_start']}")
     header = (f"{'clip':<16}{'config':<18}{'cores':>5}{'x real':>8}{'x (Ray up)':>11}"
-              f"{'CPU s/s':>8}{'x CPU-bound':>12}"
+              f"{'CPU s/s':>8}{'x CPU-bound':>12}{'work ms/s':>10}{'x work':>8}"
               f"{'frames/s':>9}{'faces/s':>8}{'PSS MiB':>8}{'RSS MiB':>8}  load")
     print(header)
     print("-" * len(header))
@@ -372,9 +398,18 @@ def print_table(report: dict[str, Any]) -> None:
             continue
         print(f"{clip:<16}{r['name']:<18}{len(r['cores']):>5}{r['realtime_x']:>8.2f}"
               f"{r['realtime_x_ray_up']:>11.2f}{r['cpu_s_per_video_s']:>8.3f}"
-              f"{r['realtime_x_cpu_bound']:>12.1f}{r['frames_per_s']:>9.1f}{r['faces_per_s']:>8.1f}"
+              f"{r['realtime_x_cpu_bound']:>12.1f}{r['work_cpu_ms_per_video_s']:>10.1f}"
+              f"{r['realtime_x_work_bound'] or 0:>8.1f}"
+              f"{r['frames_per_s']:>9.1f}{r['faces_per_s']:>8.1f}"
               f"{r['peak_pss_mib']:>8d}{r['peak_rss_sum_mib']:>8d}  "
               f"{r['load_avg_before'][0]:.1f}->{r['load_avg_after'][0]:.1f}")
+    print("\nstage CPU ms per video second (Ray Data's remote cpu time; webcam, 2 cores):")
+    for r in report["runs"]:
+        if r["kind"] == "webcam" and "stage_cpu_s" in r and len(r["cores"]) > 1:
+            print(f"  {r['name']:<14}{r['minutes']:g} min: " + ", ".join(
+                f"{_short(k)} {1000 * v / r['video_s']:.0f}"
+                for k, v in sorted(r["stage_cpu_s"].items(), key=lambda kv: -kv[1])
+                if v / r["video_s"] >= 0.0005))
     print("\nper-stage share of worker wall time (default, 2 cores):")
     for r in report["runs"]:
         if r.get("name") == "default" and "stage_share" in r:

@@ -142,6 +142,7 @@ def trained(ray_local, mlflow_server, face_folders, holder, tmp_path_factory, ca
     folder = run_dir(config)
     first, first_killed, first_seconds = _train_killing_a_worker(
         ["train", str(config_path)], folder, KILL_AFTER_EPOCH)
+    assert _checkpoint_epochs(folder), f"the first job (exit {first}) wrote no checkpoint"
     reached = max(_checkpoint_epochs(folder))
     second, second_killed, second_seconds = _train_killing_a_worker(
         ["train", str(config_path), "--promote", "champion", "--set",
