@@ -1,15 +1,15 @@
-"""Decode: sampled frames (PyAV) and 16 kHz mono audio (ffmpeg) in bounded time chunks.
+"""Decode: sampled frames (decord) and 16 kHz mono audio (ffmpeg) in bounded time chunks.
 
-Both stream: one sequential pass over the video stream, holding one decoded frame at a time,
-and one ffmpeg audio pipe read a chunk at a time, so a decoder's memory does not depend on
-the recording's length.  (decord, used before, decodes ahead of its reader without bound:
-a 3-minute file grew a decoder to 2.8 GB while the next stage was busy.)"""
+Both stream: decord decodes one chunk's frames at a time and is stopped after each chunk
+(see :class:`FrameSampler`), and one ffmpeg audio pipe is read a chunk at a time, so a
+decoder's memory does not depend on the recording's length."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
+import re
 import subprocess
 import tempfile
 import time
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import av
+import decord
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -193,7 +193,7 @@ def make_decode_fn(config: DecodeConfig) -> Callable[[dict[str, Any]], Iterator[
     decoded as usual (the stretch runs to the end when nothing after it decodes).  A picture
     with a side under 64 px is decoded stretched to 64 px and noted in ``ERROR`` (it cannot
     show a face).  Staged copies of remote inputs are deleted when the clip is done.
-    Resources: 1 CPU (PyAV + one ffmpeg process).
+    Resources: 1 CPU (decord + one ffmpeg process).
     """
 
     def decode(row: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -215,8 +215,7 @@ def _decode_chunks(
 ) -> Iterator[dict[str, Any]]:
     started = time.perf_counter()
     duration = float(row[S.DURATION_S])
-    # Frames are turned upright (the probe's ROTATION) before they are used, and sized to
-    # the displayed picture: a phone video's face must not lie on its side for the detector.
+    # The displayed size: decord turns frames upright itself (see FrameSampler).
     disp_w, disp_h = int(row[S.WIDTH]), int(row[S.HEIGHT])
     width, height = working_size(disp_w, disp_h, config.max_side)
     note = ""
@@ -224,16 +223,16 @@ def _decode_chunks(
         width, height = max(width, _MIN_SIDE), max(height, _MIN_SIDE)
         note = (f"picture is {disp_w}×{disp_h} px, too small to show a face "
                 f"(decoded stretched to {width}×{height})")
-    rotation = row[S.ROTATION]
-    rotation = int(rotation) % 360 if rotation == rotation else 0  # NaN: unknown, as stored
     with contextlib.ExitStack() as stack:
         try:
-            sampler = stack.enter_context(
-                FrameSampler(path, width, height, rotation, config.num_threads))
-        except av.FFmpegError as exc:
+            sampler = stack.enter_context(FrameSampler(
+                path, width, height, str(row[S.CONTAINER]), config.num_threads))
+        except decord.DECORDError as exc:
             failed = _empty_media(_chunk_row(row, 0, 0.0, 0.0))
             failed[S.STATUS] = S.Status.DECODE_ERROR.value
-            failed[S.ERROR] = f"decoder could not open the video stream: {_reason(exc)}"
+            # without the local (possibly staged temporary) path decord puts in brackets
+            reason = _first_line(exc).replace(f"[{path}] ", "")
+            failed[S.ERROR] = f"decoder could not open the video stream: {reason}"
             failed[S.STAGE_SECONDS] += time.perf_counter() - started
             yield failed
             return
@@ -294,112 +293,143 @@ def _decode_chunks(
 
 
 class FrameSampler:
-    """The frames on screen at given times, from one sequential pass over a video stream.
+    """The frames on screen at given times, decoded by decord one chunk at a time.
 
-    A context manager over a PyAV container.  :meth:`take` is called with increasing sample
-    times (seconds from the stream's first timestamp) and returns, for each, the frame on
-    screen then: the last frame starting at or before it (real per-frame timestamps, so
-    variable-frame-rate files are sampled correctly; a time before the first frame gets the
-    first frame, a time after the last one the last frame).  Only those frames are converted:
-    scaled to ``width`` × ``height`` as displayed (bicubic, like ffmpeg's scale filter), RGB,
-    turned ``rotation`` degrees clockwise.  Memory: one decoded frame and the frames of one
-    call, whatever the length of the recording; the file is read as far as the latest
-    sample needs, no further.
+    A context manager over a ``decord.VideoReader`` asked for ``width`` × ``height`` as
+    displayed: decord's CPU reader turns frames upright itself (from the same display matrix
+    / rotate tag the probe reports as ``ROTATION``) and scales after turning, so its frames
+    must not be turned again (turning them twice laid a phone video's face on its side).
+    :meth:`take` is called with increasing sample times (seconds from the stream's first
+    timestamp) and returns, for each, the frame on screen then: the last frame starting at or
+    before it, from decord's real per-frame timestamps, so variable-frame-rate files are
+    sampled correctly (a time before the first frame gets the first frame, one after the last
+    frame the last frame).  A Matroska/WebM file without a duration in its header (what a
+    browser's MediaRecorder streams), which decord cannot open, is read from a copy of its
+    video stream (no re-encoding) in a temporary folder deleted on exit.
 
-    A packet the codec refuses (damaged data) ends the pass: :attr:`fault` then says why,
-    and :meth:`take` returns the frames before the damage (possibly fewer than asked).
-    Opening a file without a decodable video stream raises ``av.FFmpegError``.
+    Memory: decord's decoder keeps decoding ahead of a reader that stops asking (dmlc/decord
+    issues #157, #197, #208: with a consumer pausing 3 s after each 10 s chunk of a 640×480
+    recording, a decoder held 7 GB after 200 s; 0.3 GB with the seek below).  So
+    :meth:`take` ends by seeking the reader back to the first frame, which stops the decoder
+    and drops what it had read ahead; the next call's ``get_batch`` then seeks accurately to
+    the keyframe before its first frame, as it does for any jump.  Not a seek to that frame
+    or to its keyframe: decord's fast seek counts a target that is not a keyframe as reached
+    while its demuxer stands on another keyframe (the frames after it were wrong), and a seek
+    to where decord thinks it stands does nothing (a keyframe that was the chunk's last
+    sample: the read-ahead went on).
+
+    A stretch the codec refuses (damaged data) ends the clip's frames: :attr:`fault` then
+    says why, and :meth:`take` returns the frames before the damage (possibly fewer than
+    asked).  Opening a file without a decodable video stream raises ``decord.DECORDError``.
     """
 
-    def __init__(self, path: str | Path, width: int, height: int, rotation: int = 0,
+    def __init__(self, path: str | Path, width: int, height: int, container: str = "",
                  threads: int = 1):
-        self._path = str(path)
-        self._turns = -(rotation // 90) % 4  # np.rot90 turns counter-clockwise
-        # Convert at the stored orientation, then turn: the result has the displayed size.
-        self._size = (height, width) if self._turns % 2 else (width, height)
-        self._shape = (height, width, 3)
-        self._threads = threads
-        self._container: av.container.InputContainer | None = None
-        self._frames: Iterator[tuple[float, av.VideoFrame]] = iter(())
-        self._current: tuple[float, av.VideoFrame] | None = None
-        self._next: tuple[float, av.VideoFrame] | None = None
-        self._converted: tuple[av.VideoFrame, np.ndarray] | None = None  # the last one
-        self._damage_s = math.inf
+        self._path, self._container = Path(path), container
+        self._width, self._height, self._threads = width, height, threads
+        self._scratch = contextlib.ExitStack()
+        self._reader: decord.VideoReader | None = None
+        self._video = self._path  # the file decoded: the input or its remuxed copy
+        self._starts = np.zeros(0)
         self.fault: str | None = None
 
     def __enter__(self) -> FrameSampler:
-        self._container = av.open(self._path)
-        if not self._container.streams.video:
-            self._container.close()
-            raise av.error.InvalidDataError(1094995529, "no video stream")
-        stream = self._container.streams.video[0]
-        stream.codec_context.thread_count = self._threads
-        self._frames = self._decode(stream)
-        self._next = next(self._frames, None)
+        try:
+            try:
+                self._reader = self._open(self._path)
+            except decord.DECORDError:
+                if "matroska" not in self._container or not self._remux():
+                    raise  # decord's reason is the clip's message
+                logger.info("%s: no duration in its header; decoding a remuxed copy",
+                            self._path.name)
+                self._reader = self._open(self._video)
+            self._starts = self._reader.get_frame_timestamp(np.arange(len(self._reader)))[:, 0]
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._container is not None:
-            self._container.close()
-            self._container = None
+        self._reader = None  # decord's reader closes the file and stops its thread when freed
+        self._scratch.close()
 
-    def _decode(self, stream: av.VideoStream) -> Iterator[tuple[float, av.VideoFrame]]:
-        start = stream.start_time or 0
-        time_base = float(stream.time_base)
-        step = 1.0 / float(stream.average_rate) if stream.average_rate else 0.04
-        last = -math.inf
-        packets = self._container.demux(stream)
-        while True:
-            packet = None
-            try:
-                packet = next(packets, None)
-                if packet is None:
-                    return
-                decoded = packet.decode()  # the last, empty packet flushes the decoder
-            except av.FFmpegError as exc:
-                self.fault = _reason(exc)
-                if packet is not None and packet.pts is not None:
-                    self._damage_s = (packet.pts - start) * time_base
-                else:
-                    self._damage_s = last + step
-                return
-            for frame in decoded:
-                # A frame without a timestamp (some AVI/FLV) follows the previous one.
-                t = (frame.pts - start) * time_base if frame.pts is not None else last + step
-                last = t
-                yield t, frame
+    def _open(self, video: Path) -> decord.VideoReader:
+        return decord.VideoReader(str(video), width=self._width, height=self._height,
+                                  num_threads=self._threads)
+
+    def _remux(self) -> bool:
+        """Copy the video stream into a Matroska file, which has a duration in its header,
+        and decode that from now on; False if ffmpeg cannot."""
+        folder = Path(self._scratch.enter_context(
+            tempfile.TemporaryDirectory(prefix="emoray-remux-")))
+        remuxed = folder / "video.mkv"
+        copied = subprocess.run(
+            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(self._path),
+             "-map", "0:v:0", "-c", "copy", "-f", "matroska", str(remuxed)],
+            capture_output=True, check=False)
+        if copied.returncode:
+            return False
+        self._video = remuxed
+        return True
+
+    def _indices(self, times: np.ndarray) -> np.ndarray:
+        idx = np.searchsorted(self._starts, times + 1e-6, side="right") - 1
+        return np.clip(idx, 0, len(self._starts) - 1)
 
     def take(self, times: np.ndarray) -> np.ndarray:
         """uint8 n×H×W×3 RGB frames for ``times`` (increasing, each >= the last call's)."""
-        out = []
-        for t in times:
-            while self._next is not None and self._next[0] <= t + 1e-6:
-                self._current, self._next = self._next, next(self._frames, None)
-            if self._next is None and t + 1e-6 >= self._damage_s:
-                break  # at or past damaged data: nothing sound is on screen
-            shown = self._current if self._current is not None else self._next
-            if shown is None:
-                break  # no frame decoded at all
-            out.append(self._rgb(shown[1]))
-        return np.stack(out) if out else np.zeros((0, *self._shape), np.uint8)
+        empty = np.zeros((0, self._height, self._width, 3), np.uint8)
+        if self.fault is not None or self._reader is None or not len(times):
+            return empty
+        indices = self._indices(times)
+        try:
+            frames = self._reader.get_batch(indices).asnumpy()
+        except decord.DECORDError as exc:
+            reason = _first_line(exc).replace(f"[{self._video}] ", "")
+            frames = self._frames_before_fault(indices)
+            if len(frames) < len(indices):
+                self.fault = reason
+                self._reader = None
+                return frames if len(frames) else empty
+        self._reader.seek(0)  # stops the read-ahead (see the class docstring)
+        return frames
 
-    def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        # Consecutive samples of one frame (a static stretch of a VFR file) convert it once.
-        if self._converted is None or self._converted[0] is not frame:
-            width, height = self._size
-            rgb = frame.reformat(width=width, height=height, format="rgb24",
-                                 interpolation="BICUBIC").to_ndarray()
-            self._converted = (frame, np.rot90(rgb, self._turns) if self._turns else rgb)
-        return self._converted[1]
+    def _frames_before_fault(self, indices: np.ndarray) -> np.ndarray:
+        """The frames at ``indices`` up to the first one that cannot be decoded (n×H×W×3).
+
+        decord's decoder thread is dead after a fault, so a fresh reader steps through the
+        samples one at a time (this runs only for the chunk that holds the fault); if it
+        decodes them all, it becomes the reader to go on with.
+        """
+        frames = []
+        try:
+            reader = self._open(self._video)
+            for index in indices:
+                frames.append(reader.get_batch([int(index)]).asnumpy()[0])
+        except decord.DECORDError:
+            self._reader = None  # the fault: what was decoded before it is the answer
+        else:
+            self._reader = reader
+        if not frames:
+            return np.zeros((0, self._height, self._width, 3), np.uint8)
+        return np.stack(frames)
 
 
-# ffmpeg's error codes for a packet the codec refused, in words.
-_AVERRORS = {1094995529: "invalid data", 11: "decoder not ready (EAGAIN)"}
+# decord prefixes each message with "[hh:mm:ss] /its/source.cc:123: "; the reason follows.
+_DECORD_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ")
+# decord's words for a packet the codec refused, with ffmpeg's error code.
+_REFUSED_PACKET = re.compile(r"avcodec_send_packet\(.*\(([-\d]+) vs\. 0\)")
+_AVERRORS = {-1094995529: "invalid data", -11: "decoder not ready (EAGAIN)"}
 
 
-def _reason(exc: av.FFmpegError) -> str:
-    """A short, machine-independent reason (no local paths) for a PyAV error."""
-    if "avcodec_send_packet" in str(exc):
-        code = abs(exc.errno or 0)
+def _first_line(exc: Exception) -> str:
+    """A short, machine-independent reason for a decord error (its first line, without
+    decord's time and source-file prefix; a refused packet in words)."""
+    text = _DECORD_PREFIX.sub("", str(exc)).strip().splitlines()
+    if not text:
+        return type(exc).__name__
+    refused = _REFUSED_PACKET.search(text[0])
+    if refused:
+        code = int(refused.group(1))
         return f"the video codec refused a packet ({_AVERRORS.get(code, f'ffmpeg error {code}')})"
-    return (exc.strerror or type(exc).__name__).strip()[:300]
+    return text[0][:300]

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import re
-from fractions import Fraction
+import subprocess
 from pathlib import Path
+from typing import ClassVar
 
-import av
+import decord
 import numpy as np
 import psutil
 import pytest
 
 from operators import schema as S
 from operators.audio.extract_audio import SAMPLE_RATE
+from operators.io import decode_frames
 from operators.io.decode_frames import DecodeConfig, FrameSampler, make_decode_fn, working_size
 from operators.io.probe_media import make_probe_fn
 from pipelines.sample_media.build import make_webcam_recording
-from pipelines.sample_media.edge_cases import CORRUPT_AUDIO_SPAN_S, _corrupt_audio_middle
+from pipelines.sample_media.edge_cases import (
+    CORRUPT_AUDIO_SPAN_S,
+    _corrupt_audio_middle,
+    _portrait_rotated,
+)
 
 
 def _clip_row(path) -> dict:
@@ -38,20 +43,26 @@ def test_working_size_downscales_only():
     assert working_size(320, 240, 640) == (320, 240)
 
 
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
+                   check=True)
+
+
 def _vfr_greys(path: Path, starts: list[float]) -> Path:
-    """A lossless video whose frame i starts at starts[i] and is uniformly grey 20 + 40 i."""
-    with av.open(str(path), "w", format="matroska") as out:
-        stream = out.add_stream("ffv1", rate=1000)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.time_base = Fraction(1, 1000)
-        for i, start in enumerate(starts):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 + 40 * i, np.uint8),
-                                               format="rgb24").reformat(format="yuv420p")
-            frame.pts, frame.time_base = round(start * 1000), Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    """A lossless video whose frame i starts at starts[i] and is uniformly grey 20 + 40 i
+    (ffmpeg's concat demuxer gives each still picture its duration)."""
+    lines = []
+    for i, start in enumerate(starts):
+        picture = path.parent / f"grey{i}.ppm"
+        picture.write_bytes(b"P6 64 48 255\n" + bytes([20 + 40 * i]) * (64 * 48 * 3))
+        lines.append(f"file '{picture.name}'")
+        if i + 1 < len(starts):
+            lines.append(f"duration {starts[i + 1] - start}")
+    lines.append(f"file '{picture.name}'")  # the concat demuxer drops the last duration
+    listing = path.parent / "greys.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    _ffmpeg("-f", "concat", "-i", str(listing), "-fps_mode", "vfr", "-c:v", "ffv1",
+            "-pix_fmt", "yuv420p", str(path))
     return path
 
 
@@ -66,26 +77,28 @@ def test_sampler_takes_the_frame_on_screen_at_each_time(tmp_path):
     assert np.round((grey - 20) / 40).tolist() == [0, 1, 1, 3, 3, 4, 4]
 
 
-def test_sampler_turns_frames_upright(tmp_path):
-    path = _vfr_greys(tmp_path / "still.mkv", [0.0])
-    with FrameSampler(path, 48, 64, rotation=90) as sampler:
-        assert sampler.take(np.array([0.0])).shape == (1, 64, 48, 3)
+def test_sampler_frames_are_upright_once(tmp_path):
+    """A phone video stored sideways with a display matrix (the portrait_rotated edge case's
+    recipe): decord turns it itself and the sampler must not turn it again; the reference
+    is ffmpeg's own upright decoding at the same size."""
+    base, rotated = tmp_path / "base.mp4", tmp_path / "rotated.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x480:rate=5", "-t", "1", "-c:v", "libx264",
+            "-pix_fmt", "yuv420p", str(base))
+    _portrait_rotated(base, rotated, tmp_path)
+    upright = subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(rotated), "-frames:v", "1",
+         "-vf", "scale=240:320", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True, check=True).stdout
+    want = np.frombuffer(upright, np.uint8).reshape(320, 240, 3)  # displayed: portrait
+    with FrameSampler(rotated, 240, 320) as sampler:
+        got = sampler.take(np.array([0.0]))[0]
+    assert got.shape == want.shape
+    assert np.abs(got.astype(int) - want).mean() < 10  # scaler rounding only
 
 
 @pytest.fixture(scope="module")
 def long_recording(tmp_path_factory) -> Path:
     return make_webcam_recording(tmp_path_factory.mktemp("long") / "long.mp4", 40.0)
-
-
-def _read_offset(path: Path) -> int | None:
-    """How far this process has read ``path`` (its open descriptor's offset), if it is open."""
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
-                return int(Path(f"/proc/self/fdinfo/{fd}").read_text().split()[1])
-        except OSError:
-            continue
-    return None
 
 
 def _ffmpeg_children() -> list[psutil.Process]:
@@ -94,13 +107,11 @@ def _ffmpeg_children() -> list[psutil.Process]:
 
 
 def test_decoder_streams_a_long_recording_chunk_by_chunk(long_recording):
-    """The memory guarantee's mechanism: the first chunk comes out when only the start of the
-    file has been read, and the audio pipe is still open, not drained into memory."""
+    """Chunks come out one at a time: the first while the audio pipe is still open (not
+    drained into memory), and the pipe is closed when the last one is out."""
     chunks = make_decode_fn(DecodeConfig(chunk_s=2.0))(_clip_row(long_recording))
     first = next(chunks)
     assert first[S.CHUNK_INDEX] == 0 and len(first[S.FRAMES]) == 10
-    offset = _read_offset(long_recording.resolve())
-    assert offset is not None and offset < long_recording.stat().st_size / 4
     audio = _ffmpeg_children()
     assert len(audio) == 1 and str(long_recording) in " ".join(audio[0].cmdline())
     assert len(first[S.AUDIO]) == pytest.approx(2.5 * SAMPLE_RATE, abs=2)
@@ -108,7 +119,52 @@ def test_decoder_streams_a_long_recording_chunk_by_chunk(long_recording):
     rest = list(chunks)
     assert [c[S.CHUNK_INDEX] for c in rest] == list(range(1, 20))
     assert all(len(c[S.FRAMES]) == 10 and len(c[S.AUDIO]) > 0 for c in rest)
-    assert not _ffmpeg_children() and _read_offset(long_recording.resolve()) is None
+    assert not _ffmpeg_children()
+
+
+class _SeekSpy(decord.VideoReader):
+    """decord's reader, recording the frames it is asked for and where it is seeked."""
+
+    calls: ClassVar[list[tuple[str, list[int]]]] = []
+
+    def get_batch(self, indices):
+        _SeekSpy.calls.append(("batch", [int(i) for i in indices]))
+        return super().get_batch(indices)
+
+    def seek(self, pos):
+        _SeekSpy.calls.append(("seek", [int(pos)]))
+        return super().seek(pos)
+
+
+def test_decoder_stops_decord_after_each_chunk(long_recording, monkeypatch):
+    """The memory bound: decord decodes ahead of a reader that has stopped asking (dmlc/decord
+    #157), so every chunk's frames are followed by a seek back to the first frame, the one
+    seek that always stops decord's decoder thread and drops what it read ahead."""
+    monkeypatch.setattr(_SeekSpy, "calls", [])
+    monkeypatch.setattr(decode_frames.decord, "VideoReader", _SeekSpy)
+    chunks = list(make_decode_fn(DecodeConfig(chunk_s=4.0))(_clip_row(long_recording)))
+    assert len(chunks) == 10 and all(not c[S.STATUS] for c in chunks)
+    assert [kind for kind, _ in _SeekSpy.calls] == ["batch", "seek"] * 10
+    assert all(at == [0] for kind, at in _SeekSpy.calls if kind == "seek")
+    assert [at[0] for kind, at in _SeekSpy.calls if kind == "batch"] == [
+        100 * k for k in range(10)]  # 4 s of 25 fps, from the start of each chunk
+
+
+def test_frames_after_the_seeks_are_the_right_ones(tmp_path):
+    """Keyframes off the chunk grid, B-frames and a moving picture: every chunk's frames equal
+    one unseeked decord pass over the same indices (decord's fast seek to the next chunk's
+    first frame, when that is not a keyframe, returned the wrong frames afterwards)."""
+    path = tmp_path / "gop37.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "12", "-c:v",
+            "libx264", "-g", "37", "-bf", "3", "-pix_fmt", "yuv420p", str(path))
+    grid = [np.arange(k * 10, min(60, k * 10 + 10)) / 5.0 for k in range(6)]  # 2 s at 5 fps
+    with FrameSampler(path, 320, 240) as sampler:
+        got = [sampler.take(times) for times in grid]
+    reference = decord.VideoReader(str(path), width=320, height=240, num_threads=1)
+    starts = reference.get_frame_timestamp(np.arange(len(reference)))[:, 0]
+    indices = np.searchsorted(starts, np.concatenate(grid) + 1e-6, side="right") - 1
+    want = reference.get_batch(indices).asnumpy()
+    np.testing.assert_array_equal(np.concatenate(got), want)
 
 
 def test_config_rejects_chunks_off_the_hop_grid():
