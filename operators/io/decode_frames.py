@@ -2,7 +2,11 @@
 
 Both stream: decord decodes one chunk's frames at a time and is stopped after each chunk
 (see :class:`FrameSampler`), and one ffmpeg audio pipe is read a chunk at a time, so a
-decoder's memory does not depend on the recording's length."""
+decoder's memory does not depend on the recording's length.  Stopping decord makes the next
+chunk start again from a keyframe; a recording whose keyframes are far apart (a browser's
+MediaRecorder writes one at the start) would then decode its beginning again for every
+chunk, quadratic in its length, so such recordings are read in one sequential pass with
+PyAV instead (:class:`StreamingFrameSampler`, chosen by :func:`open_sampler`)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import av
 import decord
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -45,6 +50,10 @@ class DecodeConfig(BaseModel):
     hop_s: float = Field(0.5, gt=0)
     # Codec threads per decoder (0: ffmpeg's choice); Ray already runs one decoder per CPU.
     num_threads: int = Field(1, ge=0)
+    # decord restarts each chunk from the keyframe before it, re-decoding up to this much;
+    # 15 s keeps x264's default (a keyframe every 250 frames: 10.4 s at 24 fps) on decord.
+    # Further apart (browser recordings), the sequential PyAV pass.
+    max_keyframe_gap_s: float = Field(15.0, gt=0)
 
     @model_validator(mode="after")
     def _chunk_is_whole_hops(self) -> DecodeConfig:
@@ -225,13 +234,13 @@ def _decode_chunks(
                 f"(decoded stretched to {width}×{height})")
     with contextlib.ExitStack() as stack:
         try:
-            sampler = stack.enter_context(FrameSampler(
-                path, width, height, str(row[S.CONTAINER]), config.num_threads))
-        except decord.DECORDError as exc:
+            sampler = open_sampler(path, width, height, row, config, stack)
+        except (decord.DECORDError, av.FFmpegError) as exc:
             failed = _empty_media(_chunk_row(row, 0, 0.0, 0.0))
             failed[S.STATUS] = S.Status.DECODE_ERROR.value
             # without the local (possibly staged temporary) path decord puts in brackets
-            reason = _first_line(exc).replace(f"[{path}] ", "")
+            reason = (_first_line(exc).replace(f"[{path}] ", "")
+                      if isinstance(exc, decord.DECORDError) else _av_reason(exc))
             failed[S.ERROR] = f"decoder could not open the video stream: {reason}"
             failed[S.STAGE_SECONDS] += time.perf_counter() - started
             yield failed
@@ -292,6 +301,27 @@ def _decode_chunks(
             started = time.perf_counter()
 
 
+def open_sampler(path: Path, width: int, height: int, row: dict[str, Any],
+                 config: DecodeConfig, stack: contextlib.ExitStack
+                 ) -> FrameSampler | StreamingFrameSampler:
+    """The frame sampler for one clip, entered on ``stack``: decord's
+    :class:`FrameSampler`, unless the recording's keyframes are more than
+    ``config.max_keyframe_gap_s`` apart, then :class:`StreamingFrameSampler` (PyAV, one
+    sequential pass).  Raises ``decord.DECORDError`` / ``av.FFmpegError`` for a file with no
+    decodable video stream."""
+    sampler = stack.enter_context(FrameSampler(
+        path, width, height, str(row[S.CONTAINER]), config.num_threads))
+    if sampler.max_keyframe_gap_s <= config.max_keyframe_gap_s:
+        return sampler
+    logger.info("%s: keyframes up to %.0f s apart; decoding it in one sequential pass",
+                path.name, sampler.max_keyframe_gap_s)
+    sampler.__exit__()
+    rotation = row[S.ROTATION]
+    rotation = int(rotation) % 360 if rotation == rotation else 0  # NaN: unknown, as stored
+    return stack.enter_context(StreamingFrameSampler(
+        path, width, height, rotation, config.num_threads))
+
+
 class FrameSampler:
     """The frames on screen at given times, decoded by decord one chunk at a time.
 
@@ -331,6 +361,8 @@ class FrameSampler:
         self._reader: decord.VideoReader | None = None
         self._video = self._path  # the file decoded: the input or its remuxed copy
         self._starts = np.zeros(0)
+        # The longest stretch between keyframes (and from the last one to the end), seconds.
+        self.max_keyframe_gap_s = 0.0
         self.fault: str | None = None
 
     def __enter__(self) -> FrameSampler:
@@ -344,6 +376,9 @@ class FrameSampler:
                             self._path.name)
                 self._reader = self._open(self._video)
             self._starts = self._reader.get_frame_timestamp(np.arange(len(self._reader)))[:, 0]
+            keys = np.asarray(self._reader.get_key_indices(), dtype=np.int64)
+            bounds = np.r_[self._starts[keys], self._starts[-1]] if len(keys) else self._starts
+            self.max_keyframe_gap_s = float(np.diff(bounds).max()) if len(bounds) > 1 else 0.0
         except BaseException:
             self.__exit__()
             raise
@@ -433,3 +468,118 @@ def _first_line(exc: Exception) -> str:
         code = int(refused.group(1))
         return f"the video codec refused a packet ({_AVERRORS.get(code, f'ffmpeg error {code}')})"
     return text[0][:300]
+
+
+class StreamingFrameSampler:
+    """The frames on screen at given times, from one sequential pass over a video stream (PyAV).
+
+    Used instead of :class:`FrameSampler` for recordings whose keyframes are further apart than
+    ``DecodeConfig.max_keyframe_gap_s`` (see :func:`open_sampler`).
+
+    A context manager over a PyAV container.  :meth:`take` is called with increasing sample
+    times (seconds from the stream's first timestamp) and returns, for each, the frame on
+    screen then: the last frame starting at or before it (real per-frame timestamps, so
+    variable-frame-rate files are sampled correctly; a time before the first frame gets the
+    first frame, a time after the last one the last frame).  Only those frames are converted:
+    scaled to ``width`` × ``height`` as displayed (bicubic, like ffmpeg's scale filter), RGB,
+    turned ``rotation`` degrees clockwise.  Memory: one decoded frame and the frames of one
+    call, whatever the length of the recording; the file is read as far as the latest
+    sample needs, no further.
+
+    A packet the codec refuses (damaged data) ends the pass: :attr:`fault` then says why,
+    and :meth:`take` returns the frames before the damage (possibly fewer than asked).
+    Opening a file without a decodable video stream raises ``av.FFmpegError``.
+    """
+
+    def __init__(self, path: str | Path, width: int, height: int, rotation: int = 0,
+                 threads: int = 1):
+        self._path = str(path)
+        self._turns = -(rotation // 90) % 4  # np.rot90 turns counter-clockwise
+        # Convert at the stored orientation, then turn: the result has the displayed size.
+        self._size = (height, width) if self._turns % 2 else (width, height)
+        self._shape = (height, width, 3)
+        self._threads = threads
+        self._container: av.container.InputContainer | None = None
+        self._frames: Iterator[tuple[float, av.VideoFrame]] = iter(())
+        self._current: tuple[float, av.VideoFrame] | None = None
+        self._next: tuple[float, av.VideoFrame] | None = None
+        self._converted: tuple[av.VideoFrame, np.ndarray] | None = None  # the last one
+        self._damage_s = math.inf
+        self.fault: str | None = None
+
+    def __enter__(self) -> StreamingFrameSampler:
+        self._container = av.open(self._path)
+        if not self._container.streams.video:
+            self._container.close()
+            raise av.error.InvalidDataError(1094995529, "no video stream")
+        stream = self._container.streams.video[0]
+        stream.codec_context.thread_count = self._threads
+        self._frames = self._decode(stream)
+        self._next = next(self._frames, None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def _decode(self, stream: av.VideoStream) -> Iterator[tuple[float, av.VideoFrame]]:
+        start = stream.start_time or 0
+        time_base = float(stream.time_base)
+        step = 1.0 / float(stream.average_rate) if stream.average_rate else 0.04
+        last = -math.inf
+        packets = self._container.demux(stream)
+        while True:
+            packet = None
+            try:
+                packet = next(packets, None)
+                if packet is None:
+                    return
+                decoded = packet.decode()  # the last, empty packet flushes the decoder
+            except av.FFmpegError as exc:
+                self.fault = _av_reason(exc)
+                if packet is not None and packet.pts is not None:
+                    self._damage_s = (packet.pts - start) * time_base
+                else:
+                    self._damage_s = last + step
+                return
+            for frame in decoded:
+                # A frame without a timestamp (some AVI/FLV) follows the previous one.
+                t = (frame.pts - start) * time_base if frame.pts is not None else last + step
+                last = t
+                yield t, frame
+
+    def take(self, times: np.ndarray) -> np.ndarray:
+        """uint8 n×H×W×3 RGB frames for ``times`` (increasing, each >= the last call's)."""
+        out = []
+        for t in times:
+            while self._next is not None and self._next[0] <= t + 1e-6:
+                self._current, self._next = self._next, next(self._frames, None)
+            if self._next is None and t + 1e-6 >= self._damage_s:
+                break  # at or past damaged data: nothing sound is on screen
+            shown = self._current if self._current is not None else self._next
+            if shown is None:
+                break  # no frame decoded at all
+            out.append(self._rgb(shown[1]))
+        return np.stack(out) if out else np.zeros((0, *self._shape), np.uint8)
+
+    def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        # Consecutive samples of one frame (a static stretch of a VFR file) convert it once.
+        if self._converted is None or self._converted[0] is not frame:
+            width, height = self._size
+            rgb = frame.reformat(width=width, height=height, format="rgb24",
+                                 interpolation="BICUBIC").to_ndarray()
+            self._converted = (frame, np.rot90(rgb, self._turns) if self._turns else rgb)
+        return self._converted[1]
+
+
+# ffmpeg's error codes for a packet the codec refused, in words.
+_AV_ERRORS = {1094995529: "invalid data", 11: "decoder not ready (EAGAIN)"}
+
+
+def _av_reason(exc: av.FFmpegError) -> str:
+    """A short, machine-independent reason (no local paths) for a PyAV error."""
+    if "avcodec_send_packet" in str(exc):
+        code = abs(exc.errno or 0)
+        return f"the video codec refused a packet ({_AV_ERRORS.get(code, f'ffmpeg error {code}')})"
+    return (exc.strerror or type(exc).__name__).strip()[:300]

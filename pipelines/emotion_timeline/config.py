@@ -26,7 +26,7 @@ class ResourcesConfig(BaseModel):
     # CPU figures are Ray's scheduling shares, not thread counts.  They are sized so that the
     # long-lived actors (detector 1 + emotion 0.25) leave room for decoding even on a
     # 2-CPU machine; larger numbers deadlock small nodes (actors hold their CPUs).
-    # Staging, probing and decoding fuse into one task per clip (decord + one ffmpeg).
+    # Staging, probing and decoding fuse into one task per clip (decord or PyAV + one ffmpeg).
     decode: StageResources = StageResources(num_cpus=0.5)
     # Voice features are cheap numpy/torch on 16 kHz audio.  The decoder's CPU share and no
     # batch size (whatever the decoder's blocks hold), so Ray fuses them into the decode

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 from pathlib import Path
@@ -15,7 +16,14 @@ import pytest
 from operators import schema as S
 from operators.audio.extract_audio import SAMPLE_RATE
 from operators.io import decode_frames
-from operators.io.decode_frames import DecodeConfig, FrameSampler, make_decode_fn, working_size
+from operators.io.decode_frames import (
+    DecodeConfig,
+    FrameSampler,
+    StreamingFrameSampler,
+    make_decode_fn,
+    open_sampler,
+    working_size,
+)
 from operators.io.probe_media import make_probe_fn
 from pipelines.sample_media.build import make_webcam_recording
 from pipelines.sample_media.edge_cases import (
@@ -165,6 +173,37 @@ def test_frames_after_the_seeks_are_the_right_ones(tmp_path):
     indices = np.searchsorted(starts, np.concatenate(grid) + 1e-6, side="right") - 1
     want = reference.get_batch(indices).asnumpy()
     np.testing.assert_array_equal(np.concatenate(got), want)
+
+
+def test_recording_with_one_keyframe_is_decoded_in_one_pass(tmp_path):
+    """A browser-style recording (one keyframe at the start): stopping decord after each
+    chunk would re-decode the file from its start for every chunk (quadratic), so PyAV's
+    sequential pass takes over, with the same frames as one unseeked decord pass."""
+    path = tmp_path / "one_keyframe.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "20", "-c:v",
+            "libx264", "-g", "100000", "-pix_fmt", "yuv420p", str(path))
+    row = _clip_row(path)
+    config = DecodeConfig(chunk_s=4.0)
+    with contextlib.ExitStack() as stack:
+        sampler = open_sampler(path, 320, 240, row, config, stack)
+        assert isinstance(sampler, StreamingFrameSampler)
+    with contextlib.ExitStack() as stack:  # keyframes every 2 s stay on decord
+        dense = tmp_path / "dense.mp4"
+        _ffmpeg("-i", str(path), "-c:v", "libx264", "-g", "50", "-pix_fmt", "yuv420p",
+                str(dense))
+        assert isinstance(open_sampler(dense, 320, 240, _clip_row(dense), config, stack),
+                          FrameSampler)
+
+    chunks = list(make_decode_fn(config)(row))
+    assert len(chunks) == 5 and all(not c[S.STATUS] for c in chunks)
+    got = np.concatenate([c[S.FRAMES] for c in chunks])
+    times = np.concatenate([c[S.FRAME_TS] for c in chunks])
+    reference = decord.VideoReader(str(path), width=320, height=240, num_threads=1)
+    starts = reference.get_frame_timestamp(np.arange(len(reference)))[:, 0]
+    want = reference.get_batch(
+        np.searchsorted(starts, times + 1e-6, side="right") - 1).asnumpy()
+    assert got.shape == want.shape == (100, 240, 320, 3)
+    assert np.abs(got.astype(int) - want).mean() < 1.0  # the same frames, scaler rounding
 
 
 def test_config_rejects_chunks_off_the_hop_grid():
