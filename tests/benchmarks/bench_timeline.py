@@ -101,16 +101,18 @@ class PeakMemory:
         self._thread.join()
 
 
-def stage_times(stats: str) -> dict[str, float]:
-    """Total wall seconds per operator from Ray Data's stats report."""
+def stage_times(stats: str, measure: str = "wall") -> dict[str, float]:
+    """Total seconds per operator from Ray Data's stats report: ``measure`` "wall" (Remote
+    wall time) or "cpu" (Remote cpu time: the stage's own work, without Ray's background
+    processes or waiting on a busy CPU)."""
     times, current = {}, None
     for line in stats.splitlines():
         header = re.match(r"\s*Operator \d+ (.+?): ", line)
         if header:
             current = header.group(1)
-        wall = re.search(r"Remote wall time: .*?([\d.]+)(ms|s|us) total", line)
-        if current and wall:
-            value = float(wall.group(1)) * {"s": 1, "ms": 1e-3, "us": 1e-6}[wall.group(2)]
+        found = re.search(rf"Remote {measure} time: .*?([\d.]+)(ms|s|us) total", line)
+        if current and found:
+            value = float(found.group(1)) * {"s": 1, "ms": 1e-3, "us": 1e-6}[found.group(2)]
             times[current] = times.get(current, 0.0) + value
     return times
 

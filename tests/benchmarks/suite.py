@@ -35,7 +35,6 @@ import json
 import logging
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -234,7 +233,7 @@ def one_run(spec: dict[str, Any]) -> dict[str, Any]:
     job_s = result.wall_s
     stages = stage_times(result.stage_stats)
     total = sum(stages.values()) or 1.0
-    stage_cpu = stage_cpu_times(result.stage_stats)
+    stage_cpu = stage_times(result.stage_stats, "cpu")
     work = sum(stage_cpu.values())
     return {
         **{k: spec[k] for k in ("name", "kind", "minutes", "cores", "overrides")},
@@ -265,21 +264,6 @@ def one_run(spec: dict[str, Any]) -> dict[str, Any]:
         "timeline_rows": len(timelines),
         **(gpus.summary() if gpu else {}),
     }
-
-
-def stage_cpu_times(stats: str) -> dict[str, float]:
-    """Total CPU seconds per operator from Ray Data's stats report ("Remote cpu time"): the
-    work of the stage itself, without Ray's background processes or waiting on a busy CPU."""
-    times, current = {}, None
-    for line in stats.splitlines():
-        header = re.match(r"\s*Operator \d+ (.+?): ", line)
-        if header:
-            current = header.group(1)
-        cpu = re.search(r"Remote cpu time: .*?([\d.]+)(ms|s|us) total", line)
-        if current and cpu:
-            value = float(cpu.group(1)) * {"s": 1, "ms": 1e-3, "us": 1e-6}[cpu.group(2)]
-            times[current] = times.get(current, 0.0) + value
-    return times
 
 
 class _Nothing:
