@@ -78,7 +78,7 @@ FACE_CROPS = "face_crops"  # uint8 (n_faces, S, S, 3) aligned crops; dropped aft
 FACE_PROBS = "face_probs"  # list<list<float32>[7]>: per-face EMOTIONS probabilities
 FACE_FEATURES = "face_features"  # list<list<float32>>: per-face embedding, for fusion
 # voice-model outputs per window (same windows as VOICE_WINDOW_START_S), when one is configured
-VOICE_PROBS = "voice_probs"  # (n_windows, 7) float32
+VOICE_PROBS = "voice_probs"  # (n_windows, 7) float32, columns in EMOTIONS order
 VOICE_VALENCE = "voice_valence"  # (n_windows,) float32
 VOICE_AROUSAL = "voice_arousal"
 VOICE_FEATURES = "voice_features"  # (n_windows, D) float32 embedding, for fusion
@@ -99,7 +99,10 @@ PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{e}" for e in EMOTIONS)
 DOMINANT_EMOTION = "dominant_emotion"
 VALENCE = "valence"
 AROUSAL = "arousal"
-VA_SOURCE = "va_source"  # how valence/arousal were obtained: circumplex_from_face_probs, fusion
+# How valence/arousal were obtained: circumplex_from_face_probs (face only),
+# circumplex_from_fused_probs (product rule: circumplex of the row's fused probabilities),
+# fusion_model (a trained fusion model's heads).
+VA_SOURCE = "va_source"
 FUSION_MODE = "fusion_mode"  # which modalities produced the row: FUSION_MODES
 SPEECH_PRESENT = "speech_present"
 SPEECH_RATIO = "speech_ratio"

@@ -38,7 +38,8 @@ class VoiceEmotion:
     Reads ``AUDIO``, ``AUDIO_START_S``, ``CHUNK_START_S``/``CHUNK_END_S`` (it must run before
     the voice-features step, which drops ``AUDIO``).  Writes, per chunk row, for the windows
     whose start lies in the chunk (the same grid as ``VOICE_WINDOW_START_S``):
-    ``VOICE_PROBS`` (n×7), ``VOICE_VALENCE``, ``VOICE_AROUSAL`` (n,) and ``VOICE_FEATURES``
+    ``VOICE_PROBS`` (n×7, columns in ``EMOTIONS`` order, mapped by class name),
+    ``VOICE_VALENCE``, ``VOICE_AROUSAL`` (n,) and ``VOICE_FEATURES``
     (n×D).  Windows are zero-padded to ``window_s`` at the end of the audio; rows without
     audio get n×… arrays of NaN (missing, never invented).  Resources: the model loads once
     per actor (GPU when given one).
@@ -50,6 +51,14 @@ class VoiceEmotion:
             handle.write(config.checkpoint)
             handle.flush()
             self.model = voice_emotion.load(handle.name, device=resolve_device(config.device))
+        # VOICE_PROBS columns are in EMOTIONS order whatever order the model's head has (the
+        # shipped RAVDESS model predicts the 7 EMOTIONS, calm merged into neutral): map by
+        # class name, and refuse a model lacking one of them.
+        missing = [e for e in S.EMOTIONS if e not in self.model.classes]
+        if missing:
+            raise ValueError(f"voice model {self.model.name} predicts {list(self.model.classes)}"
+                             f", without {missing} of {list(S.EMOTIONS)}")
+        self.class_order = np.asarray([self.model.classes.index(e) for e in S.EMOTIONS])
         self.window = round(config.window_s * SAMPLE_RATE)
         logger.info("VoiceEmotion model %s on %s", self.model.name, self.model.device)
 
@@ -77,7 +86,7 @@ class VoiceEmotion:
                  for i in range(0, len(stacked), self.config.max_batch)]
         dim = self.model.config.embed_dim
         outputs = {
-            S.VOICE_PROBS: np.concatenate([p.probs for p in parts]) if parts
+            S.VOICE_PROBS: np.concatenate([p.probs[:, self.class_order] for p in parts]) if parts
             else np.zeros((0, len(S.EMOTIONS)), np.float32),
             S.VOICE_VALENCE: np.concatenate([p.valence for p in parts]) if parts
             else np.zeros(0, np.float32),

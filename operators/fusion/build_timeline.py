@@ -34,8 +34,14 @@ CIRCUMPLEX: dict[str, tuple[float, float]] = {
     "neutral": (0.0, 0.0),
 }
 VA_CIRCUMPLEX = "circumplex_from_face_probs"
+# The product rule's rows: the circumplex mapping of the row's probabilities, i.e. of the
+# face × voice product on `fusion` rows, the face's on `face_only`, the voice's on `voice_only`.
+VA_PRODUCT = "circumplex_from_fused_probs"
 VA_FUSION = "fusion_model"
-FUSION_FACE_ONLY = "face_only"
+FUSION_BOTH, FUSION_FACE_ONLY, FUSION_VOICE_ONLY = S.FUSION_MODES
+# Floor of a class probability in the product rule: softmax outputs are never 0, but two
+# confident models that disagree can multiply to 0 in float32; in log space they cannot.
+_MIN_PROB = 1e-12
 
 
 class TimelineConfig(BaseModel):
@@ -94,12 +100,27 @@ class BuildTimeline:
     Tracks are linked across the whole clip; each kept track gets one row per window of the
     decoded span (windows start every ``hop_s`` from 0 up to the last sampled frame; each ends
     ``window_s`` later or with the decoded span); a clip without tracks gets one row per
-    window with a null track.  Without a
-    fusion model, categories come from the face model (``fusion_mode`` ``face_only``) and
-    valence/arousal from the circumplex mapping; with one (``fusion`` given), the fusion model
-    combines the track's frame features with the window's voice embedding where speech is
-    present (``fusion``, ``face_only`` or ``voice_only``; voice is attributed to the
-    participant, track 0, or to the null track of a faceless clip).  Windows with neither a
+    window with a null track.  Three ways to decide categories and valence/arousal:
+
+    * face only (neither ``fusion`` nor ``product``): the face model's probabilities, mean over
+      the window's frames of the track (``fusion_mode`` ``face_only``); valence/arousal from
+      the circumplex mapping (``va_source`` ``circumplex_from_face_probs``).
+    * ``product`` (the decision-level product rule, no weights; also reads ``VOICE_PROBS``):
+      where the track's face is present and the window has speech, the face probabilities
+      (mean over frames) times the voice model's probabilities, renormalised (``fusion``);
+      the face's alone without speech (``face_only``), the voice's alone without a face
+      (``voice_only``); valence/arousal from the circumplex mapping of those probabilities
+      (``va_source`` ``circumplex_from_fused_probs``).
+    * ``fusion`` (a trained fusion model; also reads ``FACE_FEATURES``, ``VOICE_FEATURES``):
+      the model combines the track's frame features with the window's voice embedding where
+      speech is present (``fusion``, ``face_only`` or ``voice_only``; ``va_source``
+      ``fusion_model``).
+
+    A window "has speech" for a track when its speech ratio reaches ``min_speech_ratio``,
+    the voice model's output is finite there, and the track is the participant (track 0) or
+    the null track of a faceless clip: voice is attributed to them only.  The probabilities
+    are median-smoothed over the windows that have an estimate and renormalised, the same
+    in all three ways.  Windows with neither a
     face nor speech keep null categories — never a guess.  Terminal status: an upstream
     failure (``read_error``, ``decode_error``, ``partial``, …) wins, then chunks missing from
     ``N_CHUNKS`` (``partial``), then ``no_face``, then ``no_audio``, else ``ok``.
@@ -107,11 +128,14 @@ class BuildTimeline:
     """
 
     def __init__(self, config: TimelineConfig, min_speech_ratio: float,
-                 fusion: FusionModel | None = None):
+                 fusion: FusionModel | None = None, product: bool = False):
+        if fusion is not None and product:
+            raise ValueError("choose a trained fusion model or the product rule, not both")
         self.config = config
         # The voice stage's definition of a speech window (VoiceFeaturesConfig): one source.
         self.min_speech_ratio = min_speech_ratio
         self.fusion = fusion
+        self.product = product
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         started = time.perf_counter()
@@ -179,6 +203,9 @@ class BuildTimeline:
             sources.update({c: c for c in (S.VOICE_PROBS, S.VOICE_FEATURES)})
             widths.update({S.VOICE_PROBS: len(S.EMOTIONS),
                            S.VOICE_FEATURES: self.fusion.input_dims[1]})
+        elif self.product:
+            sources[S.VOICE_PROBS] = S.VOICE_PROBS
+            widths[S.VOICE_PROBS] = len(S.EMOTIONS)
         out: dict[str, np.ndarray] = {}
         window_of = {round(s / self.config.hop_s): i for i, s in enumerate(starts)}
         for target, source in sources.items():
@@ -228,6 +255,8 @@ class BuildTimeline:
             speaks = speech_present & (track in (0, None))
             if self.fusion is not None:
                 est = self._fused(faces, mine, lo, hi, present, speaks, speech_ratio, voice)
+            elif self.product:
+                est = self._product(faces.probs[mine], lo, hi, present, speaks, voice)
             else:
                 est = self._face_only(faces.probs[mine], lo, hi, present)
             for w in range(n_windows):
@@ -255,6 +284,26 @@ class BuildTimeline:
         valence, arousal = circumplex_va(np.nan_to_num(smoothed))
         modes = [FUSION_FACE_ONLY if p else None for p in present]
         return _Estimate(smoothed, valence, arousal, modes, VA_CIRCUMPLEX)
+
+    def _product(self, probs: np.ndarray, lo, hi, present, speaks, voice) -> _Estimate:
+        """The decision-level product rule (see the class docstring)."""
+        n_windows = len(present)
+        face = np.zeros((n_windows, len(S.EMOTIONS)), np.float32)
+        for w in np.flatnonzero(present):
+            face[w] = probs[lo[w]:hi[w]].mean(axis=0)
+        voice_probs = voice[S.VOICE_PROBS]
+        heard = speaks & np.isfinite(voice_probs).all(axis=1)
+        log_p = (np.where(present[:, None], np.log(np.maximum(face, _MIN_PROB)), 0.0)
+                 + np.where(heard[:, None], np.log(np.maximum(np.nan_to_num(voice_probs),
+                                                               _MIN_PROB)), 0.0))
+        fused = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+        fused = (fused / fused.sum(axis=1, keepdims=True)).astype(np.float32)
+        estimated = present | heard
+        smoothed = self._smooth_probs(fused, estimated)
+        valence, arousal = circumplex_va(np.nan_to_num(smoothed))
+        modes = [FUSION_BOTH if f and v else FUSION_FACE_ONLY if f else
+                 FUSION_VOICE_ONLY if v else None for f, v in zip(present, heard, strict=True)]
+        return _Estimate(smoothed, valence, arousal, modes, VA_PRODUCT)
 
     def _fused(self, faces: _Faces, mine, lo, hi, present, speaks, speech_ratio, voice
                ) -> _Estimate:
@@ -359,10 +408,11 @@ def _absent_face(track: int | None) -> dict[str, Any]:
 
 
 def make_timeline_fn(config: TimelineConfig, min_speech_ratio: float,
-                     fusion_checkpoint: bytes | None = None):
+                     fusion_checkpoint: bytes | None = None, product: bool = False):
     """``map_groups`` needs a named function: wrap :class:`BuildTimeline` in one.
 
-    The fusion model (if any) is loaded once per worker process, on first use.
+    ``fusion_checkpoint``: a trained fusion model; ``product``: the product rule; neither:
+    face only.  The fusion model (if any) is loaded once per worker process, on first use.
     """
     state: dict[str, BuildTimeline] = {}
 
@@ -374,7 +424,7 @@ def make_timeline_fn(config: TimelineConfig, min_speech_ratio: float,
                     handle.write(fusion_checkpoint)
                     handle.flush()
                     fusion = fusion_model.load(handle.name)
-            state["builder"] = BuildTimeline(config, min_speech_ratio, fusion)
+            state["builder"] = BuildTimeline(config, min_speech_ratio, fusion, product)
         return state["builder"](batch)
 
     return build_timeline

@@ -165,3 +165,94 @@ def test_list_columns_accept_uniform_row_arrays():
     flat = to_list_columns({S.FACE_BOX: np.ones((2, 3, 4), np.float32),
                             S.CHUNK_INDEX: np.arange(2)})
     assert flat.column(S.FACE_BOX).to_pylist()[1] == [1.0] * 12
+
+
+def _probs(**classes):
+    """A probability vector (EMOTIONS order) from a few class weights; the rest share 1e-3."""
+    p = np.full(len(S.EMOTIONS), 1e-3, np.float32)
+    for name, value in classes.items():
+        p[S.EMOTIONS.index(name)] = value
+    return p / p.sum()
+
+
+def _product(batch, voice, *, face=None, speech_ok=lambda t: True):
+    """Run the product rule (no smoothing) with ``face``/``voice`` probabilities on every
+    face/window; ``speech_ok`` false makes that window's voice output NaN."""
+    batch = dict(batch)
+    if face is not None:
+        batch[S.FACE_PROBS] = ragged([np.tile(face, (len(f), 1)) for f in batch[S.FACE_FRAME]])
+    batch[S.VOICE_PROBS] = ragged([
+        np.stack([voice if speech_ok(t) else np.full(7, np.nan, np.float32) for t in starts])
+        for starts in batch[S.VOICE_WINDOW_START_S]])
+    table = BuildTimeline(TimelineConfig(median_windows=1), min_speech_ratio=0.15,
+                          product=True)(batch)
+    timeline = pa.Table.from_struct_array(table.column(S.TIMELINE).combine_chunks().flatten())
+    return (table.drop_columns([S.TIMELINE]).to_pylist()[0],
+            timeline.to_pandas().sort_values(S.WINDOW_START_S, ignore_index=True))
+
+
+def test_product_rule_multiplies_face_and_voice_where_both_are_present():
+    # Face says happy, voice says sad, each hedging towards neutral: the product's argmax is
+    # neutral, which neither modality ranks first.
+    face, voice = _probs(happy=0.45, neutral=0.4, sad=0.15), _probs(sad=0.45, neutral=0.4,
+                                                                     happy=0.15)
+    summary, tl = _product(_chunks(), voice, face=face)
+    speech = tl[S.SPEECH_PRESENT].to_numpy(bool)
+    assert speech.tolist() == [False, False, True, True, True, True, False, False]
+    assert (tl.loc[speech, S.FUSION_MODE] == "fusion").all()
+    assert (tl.loc[~speech, S.FUSION_MODE] == "face_only").all()
+    probs = tl[list(S.PROB_COLUMNS)].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    expected = face * voice / (face * voice).sum()
+    np.testing.assert_allclose(probs[speech], np.tile(expected, (4, 1)), atol=1e-5)
+    np.testing.assert_allclose(probs[~speech], np.tile(face, (4, 1)), atol=1e-5)
+    assert (tl.loc[speech, S.DOMINANT_EMOTION] == "neutral").all()
+    assert (tl.loc[~speech, S.DOMINANT_EMOTION] == "happy").all()
+    valence, arousal = circumplex_va(expected[None])
+    assert tl.loc[speech, S.VALENCE].to_numpy() == pytest.approx(np.full(4, valence[0]), abs=1e-5)
+    assert tl.loc[speech, S.AROUSAL].to_numpy() == pytest.approx(np.full(4, arousal[0]), abs=1e-5)
+    assert (tl[S.VA_SOURCE] == "circumplex_from_fused_probs").all()
+    assert summary[S.VA_SOURCE] == "circumplex_from_fused_probs"
+    assert summary["share_neutral"] == 0.5 and summary["share_happy"] == 0.5
+
+
+def test_product_rule_survives_confident_disagreement():
+    # One-hot face and voice on different classes multiply to 0 in float32 everywhere; the
+    # rule still gives a distribution (the floor makes it a tie), never NaN.
+    _, tl = _product(_chunks(), SAD, face=HAPPY)
+    fused = tl[tl[S.FUSION_MODE] == "fusion"]
+    probs = fused[list(S.PROB_COLUMNS)].to_numpy()
+    assert len(fused) == 4 and np.isfinite(probs).all()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert set(fused[S.DOMINANT_EMOTION]) <= {"happy", "sad"}
+
+
+def test_product_rule_is_voice_only_without_a_face_and_face_only_without_voice_output():
+    voice = _probs(angry=0.7, neutral=0.3)
+    _, tl = _product(_chunks(face=lambda t: t < 2.0), voice,
+                     speech_ok=lambda t: t != 1.5)
+    by_start = tl.set_index(S.WINDOW_START_S)
+    # speech over [1, 3) s, a face over [0, 2) s, the voice model's output missing at 1.5 s
+    assert by_start[S.FUSION_MODE].fillna("-").to_dict() == {
+        0.0: "face_only", 0.5: "face_only", 1.0: "fusion", 1.5: "face_only",
+        2.0: "voice_only", 2.5: "voice_only", 3.0: "-", 3.5: "-"}
+    voice_rows = tl[tl[S.FUSION_MODE] == "voice_only"]
+    np.testing.assert_allclose(voice_rows[list(S.PROB_COLUMNS)].to_numpy(),
+                               np.tile(voice, (2, 1)), atol=1e-5)
+    assert (voice_rows[S.DOMINANT_EMOTION] == "angry").all()
+    silent = tl[tl[S.FUSION_MODE].isna()]
+    assert silent[list(S.PROB_COLUMNS)].isna().all().all() and silent[S.VALENCE].isna().all()
+
+    # A faceless clip: the voice belongs to the null track.
+    _, faceless = _product(_chunks(face=lambda t: False), voice)
+    assert faceless[S.TRACK_ID].isna().all()
+    spoken = faceless[S.SPEECH_PRESENT].to_numpy(bool)
+    assert (faceless.loc[spoken, S.FUSION_MODE] == "voice_only").all()
+    assert faceless.loc[~spoken, S.FUSION_MODE].isna().all()
+
+
+def test_product_rule_and_a_fusion_model_exclude_each_other():
+    from models import fusion
+
+    with pytest.raises(ValueError, match="not both"):
+        BuildTimeline(TimelineConfig(), 0.15, fusion.build("decision", seed=0), product=True)
