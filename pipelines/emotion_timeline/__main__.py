@@ -60,17 +60,24 @@ def resolve_models(config: TimelineJobConfig, scratch: Path) -> ResolvedModels:
         path = resolve_model_file(config.face_model, config.tracking, scratch / "face")
         face = face_emotion.load(path)
         face_name, face_bytes = f"{face.name} ({config.face_model})", path.read_bytes()
-    if config.fusion_model is None:
+    if config.fusion == "face_only":
         return ResolvedModels(face_name, face_bytes)
-    voice_path = resolve_model_file(config.voice_model, config.tracking, scratch / "voice")
+    if config.voice_model is None:
+        voice_path = voice_emotion.DEFAULT_WEIGHTS
+    else:
+        voice_path = resolve_model_file(config.voice_model, config.tracking, scratch / "voice")
+    voice = voice_emotion.load(voice_path)
+    if config.fusion == "product":
+        return ResolvedModels(f"{face_name} + {voice.name} (product rule)", face_bytes,
+                              voice_path.read_bytes(), fusion="product")
     fusion_path = resolve_model_file(config.fusion_model, config.tracking, scratch / "fusion")
-    voice, fused = voice_emotion.load(voice_path), fusion.load(fusion_path)
+    fused = fusion.load(fusion_path)
     given = (face.feature_dim, voice.config.embed_dim)
     if fused.input_dims != given:
         raise ValueError(f"fusion model expects face/voice features of {fused.input_dims}, "
                          f"the face and voice models give {given}")
     return ResolvedModels(f"{face_name} + {voice.name} + {fused.name}", face_bytes,
-                          voice_path.read_bytes(), fusion_path.read_bytes())
+                          voice_path.read_bytes(), fusion_path.read_bytes(), fusion="learnt")
 
 
 def run(input_spec: str, out: str, config: TimelineJobConfig) -> JobResult:
@@ -151,6 +158,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                "in ./mlruns)")
     parser.add_argument("--face-model", help="face model: .pt/TorchScript file or MLflow URI "
                                              "(models:/NAME@ALIAS)")
+    parser.add_argument("--fusion", choices=("product", "learnt", "face_only"),
+                        help="how face and voice combine (default product: face × voice "
+                             "probabilities; learnt needs --set fusion_model=...; face_only "
+                             "runs no voice model)")
+    parser.add_argument("--voice-model", help="voice model: .pt/TorchScript file or MLflow URI "
+                                              "(default: the shipped RAVDESS network)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -161,6 +174,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         overrides.append(f"tracking.uri={args.tracking_uri}")
     if args.face_model:
         overrides.append(f"face_model={args.face_model}")
+    if args.fusion:
+        overrides.append(f"fusion={args.fusion}")
+    if args.voice_model:
+        overrides.append(f"voice_model={args.voice_model}")
     try:
         config = load_config(args.config, overrides)
         result = run(args.input, args.out, config)

@@ -2,7 +2,7 @@
 
     inputs ─ stage ─ probe ─ decode ─ [voice emotion] ─ voice features ─ detect faces ─┐
     (1 row/clip)  (fused: 1 task per clip)  (chunk rows)    face emotion ─────────────┘
-                         groupby clip ─ timeline (face only | fusion) ─ write ─ clip rows
+          groupby clip ─ timeline (product rule | learnt fusion | face only) ─ write ─ clip rows
 """
 
 from __future__ import annotations
@@ -34,21 +34,30 @@ _MAX_SHUFFLE_PARTITIONS = 64
 
 @dataclass(frozen=True)
 class ResolvedModels:
-    """The models of a run, as checkpoint bytes read on the driver (None: shipped default /
-    not used), so actors on any node load the same weights without shared storage."""
+    """The models of a run, as checkpoint bytes read on the driver (face None: the shipped
+    default; voice/fusion None: not used), so actors on any node load the same weights
+    without shared storage.  ``fusion`` is the config's rule (``product``, ``learnt``,
+    ``face_only``)."""
 
     face_name: str
     face_checkpoint: bytes | None = None
     voice_checkpoint: bytes | None = None
     fusion_checkpoint: bytes | None = None
+    fusion: str = "face_only"
 
     @property
     def identity(self) -> str:
-        """Names + a content hash of the weights (``schema.MODEL_IDENTITY``): the same weights
-        give the same identity whichever file or registry alias they came from."""
+        """Names + a content hash of the weights and the fusion rule
+        (``schema.MODEL_IDENTITY``): the same weights and rule give the same identity
+        whichever file or registry alias they came from; another voice model or rule gives
+        another identity."""
         face = self.face_checkpoint if self.face_checkpoint is not None else (
             DEFAULT_WEIGHTS.read_bytes())
         parts = [face, *(b for b in (self.voice_checkpoint, self.fusion_checkpoint) if b)]
+        if self.fusion != "face_only":
+            # Face-only identities stay what they were before the rule existed, so a nightly
+            # output made face-only is not reprocessed for that alone.
+            parts.append(self.fusion.encode())
         digest = hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in parts))
         return f"{self.face_name}#{digest.hexdigest()[:16]}"
 
@@ -112,7 +121,7 @@ def build(
     ds = apply_map_batches(ds, to_list_columns, res.timeline)
     ds = ds.groupby(S.CLIP_ID, num_partitions=partitions).map_groups(
         make_timeline_fn(config.timeline, config.voice.min_speech_ratio,
-                         models.fusion_checkpoint),
+                         models.fusion_checkpoint, product=models.fusion == "product"),
         batch_format="numpy", **res.timeline.remote_args(stateful=False))
     ds = apply_map_batches(ds, make_writer(config, out, run_id, models), res.writer,
                            batch_format="pyarrow")

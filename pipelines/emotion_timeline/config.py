@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -42,7 +42,10 @@ class ResourcesConfig(BaseModel):
     detector: StageResources = StageResources(num_cpus=0.5, batch_size=1, actors=(2, 8))
     # The emotion CNN is tiny: a light actor batching several chunks' faces.
     emotion: StageResources = StageResources(num_cpus=0.25, batch_size=4, actors=(1, 1))
-    # The voice CNN (multimodal path only) is small too; same reasoning.
+    # The voice CNN (every run but fusion=face_only) is small too; same reasoning.  With the
+    # decoder (0.5), the emotion actor (0.25) and two detectors (1.0) it fills a 2-CPU node;
+    # build() starts no more detectors than fit beside it, and the timeline and writer tasks
+    # run once decoding has freed its share.
     voice_emotion: StageResources = StageResources(num_cpus=0.25, batch_size=4, actors=(1, 1))
     # Timeline building and writing are per clip, on small rows.
     timeline: StageResources = StageResources(num_cpus=0.25)
@@ -72,11 +75,21 @@ class TimelineJobConfig(BaseModel):
     # Face-emotion model: None = the shipped FER2013 network; else a local .pt / TorchScript
     # file or an MLflow URI (models:/NAME@ALIAS, runs:/ID/PATH).
     face_model: str | None = None
-    # Multimodal path (both or neither): a voice-emotion model and a fusion model combining
-    # it with the face model's features.  Same forms as face_model.  Off by default: voice
-    # weights ship (models/voice_emotion/weights) but no trained fusion model beat plain
-    # decision-level fusion on the paired validation split (models/fusion/MODEL_CARD.md).
+    # How face and voice combine per window:
+    #   product   (default) the face model's probabilities times the voice model's where
+    #             there is speech, renormalised: no weights.  It won on the paired validation
+    #             split (acc 0.746 vs face only 0.613, trained attention-bilinear 0.664;
+    #             models/fusion/MODEL_CARD.md); that corpus pairs unrelated faces and voices
+    #             by label, it is not audio-visual data.
+    #   learnt    a trained fusion model (fusion_model, required) on both models' features.
+    #   face_only no voice model: categories from the face alone (voice features still
+    #             computed).
+    # Giving fusion_model alone selects learnt; contradictions are refused.
+    fusion: Literal["product", "learnt", "face_only"] = "product"
+    # Voice-emotion model (product and learnt): None = the shipped RAVDESS network
+    # (models/voice_emotion/weights); else the same forms as face_model.
     voice_model: str | None = None
+    # Trained fusion model (learnt only): a .pt file or MLflow URI; none ships.
     fusion_model: str | None = None
     address: str | None = None  # Ray cluster; None starts a local Ray
     num_cpus: int | None = None  # local Ray only; None = all cores
@@ -90,11 +103,25 @@ class TimelineJobConfig(BaseModel):
     timeline: TimelineConfig = TimelineConfig()
     resources: ResourcesConfig = ResourcesConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _learnt_when_a_fusion_model_is_given(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("fusion_model") is not None and (
+                data.get("fusion") is None):
+            data = {**data, "fusion": "learnt"}
+        return data
+
     @model_validator(mode="after")
-    def _fusion_needs_both(self) -> TimelineJobConfig:
-        if (self.voice_model is None) != (self.fusion_model is None):
-            raise ValueError("voice_model and fusion_model go together: the fusion model "
-                             "combines the voice model's embeddings with the face model's")
+    def _models_fit_the_fusion(self) -> TimelineJobConfig:
+        if self.fusion == "learnt" and self.fusion_model is None:
+            raise ValueError("fusion=learnt needs fusion_model (a trained fusion checkpoint); "
+                             "fusion=product needs none")
+        if self.fusion != "learnt" and self.fusion_model is not None:
+            raise ValueError(f"fusion_model is given but fusion={self.fusion}: set "
+                             "fusion=learnt to use it, or drop fusion_model")
+        if self.fusion == "face_only" and self.voice_model is not None:
+            raise ValueError("voice_model is given but fusion=face_only runs no voice model: "
+                             "drop one of them")
         return self
 
     @model_validator(mode="before")

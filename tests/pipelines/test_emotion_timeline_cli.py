@@ -1,5 +1,6 @@
 """The ``emoray run`` command: local files, a local sqlite MLflow store, a face model taken
-from the MLflow model registry by alias, and clear errors for bad arguments."""
+from the MLflow model registry by alias, the face-only opt-out, and clear errors for bad
+arguments."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def test_cli_runs_with_a_registry_model(media, ray_local, tmp_path, registered_s
     out = tmp_path / "out"
     caplog.set_level(logging.INFO)
     code = main(["run", str(inputs), "--out", str(out), "--tracking-uri", registered_sad_model,
-                 "--face-model", "models:/face-emotion@champion",
+                 "--face-model", "models:/face-emotion@champion", "--fusion", "face_only",
                  "--set", "decode.sample_fps=2"])
     assert code == 0
     clips = pd.read_parquet(out / "clips")
@@ -58,6 +59,13 @@ def test_cli_runs_with_a_registry_model(media, ray_local, tmp_path, registered_s
     assert face[S.DOMINANT_EMOTION] == "sad"  # the registry's model was used, not the default
     assert face[S.FACE_MODEL] == "sad-biased (models:/face-emotion@champion)"
     assert face[S.FRAMES_SAMPLED] == pytest.approx(2 * face[S.DURATION_S], abs=1)
+    # --fusion face_only: no voice model ran, though the voice features are there
+    timelines = pd.read_parquet(out / "timelines")
+    spoken = timelines[timelines[S.SPEECH_PRESENT].fillna(False).astype(bool)]
+    assert len(spoken) and (spoken[S.FUSION_MODE].dropna() == "face_only").all()
+    assert (timelines[S.VA_SOURCE].dropna() == "circumplex_from_face_probs").all()
+    faceless = timelines[timelines[S.URI].str.endswith("no_face.mp4")]
+    assert faceless[S.FUSION_MODE].isna().all() and faceless["p_happy"].isna().all()
     summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("clips: 2 (")]
     assert summary and "ok=1" in summary[0] and "no_face=1" in summary[0]
     # Analysts open the outputs with DuckDB as well as pandas.
@@ -74,6 +82,9 @@ def test_cli_runs_with_a_registry_model(media, ray_local, tmp_path, registered_s
     (["run", "/nonexistent/folder", "--out", "x"], "does not exist"),
     (["run", ".", "--out", "x", "--set", "decode.sample_fps=-1"], "greater than 0"),
     (["run", ".", "--out", "x", "--face-model", "/missing/model.pt"], "does not exist"),
+    (["run", ".", "--out", "x", "--voice-model", "/missing/voice.pt"], "does not exist"),
+    (["run", ".", "--out", "x", "--fusion", "face_only", "--voice-model", "v.pt"],
+     "face_only runs no voice model"),
 ])
 def test_cli_bad_arguments_exit_2_with_a_reason(argv, message, caplog, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

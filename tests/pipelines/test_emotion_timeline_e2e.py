@@ -90,7 +90,29 @@ def test_astronaut_participant_is_happy_and_always_seen(job):
     participant = tl[tl[S.IS_PARTICIPANT].fillna(False)]
     assert participant[S.FACE_PRESENT].mean() > 0.95
     assert (participant[S.VALENCE].dropna() > 0.3).mean() > 0.8
-    assert (participant[S.VA_SOURCE].dropna() == "circumplex_from_face_probs").all()
+    # the default job fuses face and voice by the product rule
+    assert (participant[S.VA_SOURCE].dropna() == "circumplex_from_fused_probs").all()
+
+
+def test_default_job_fuses_face_and_voice_where_speech_is(job):
+    """The default (product rule, shipped voice model): `fusion` on the participant's speech
+    windows, `face_only` elsewhere, `voice_only` on a faceless clip's speech."""
+    tl = _timeline(job, "face_speech")
+    participant = tl[tl[S.TRACK_ID] == 0]
+    speech = participant[S.SPEECH_PRESENT].astype(bool)
+    assert speech.any() and (~speech).any()
+    assert (participant.loc[speech, S.FUSION_MODE] == "fusion").all()
+    assert (participant.loc[~speech & participant[S.FACE_PRESENT], S.FUSION_MODE]
+            == "face_only").all()
+    silent = _timeline(job, "face_silence")
+    assert (silent[S.FUSION_MODE] == "face_only").all()
+    faceless = _timeline(job, "no_face")
+    spoken = faceless[S.SPEECH_PRESENT].astype(bool)
+    assert spoken.any() and (faceless.loc[spoken, S.FUSION_MODE] == "voice_only").all()
+    assert faceless.loc[~spoken, S.FUSION_MODE].isna().all()
+    # the voice model ran: a faceless clip's speech windows have categories
+    assert faceless.loc[spoken, S.DOMINANT_EMOTION].notna().all()
+    assert _clip(job, "face_speech")[S.FACE_MODEL].endswith("(product rule)")
 
 
 def test_face_coverage_is_zero_without_a_face(job):
@@ -98,7 +120,9 @@ def test_face_coverage_is_zero_without_a_face(job):
     assert row[S.FACE_COVERAGE] == 0 and row[S.FACE_TRACKS] == 0
     tl = _timeline(job, "no_face")
     assert len(tl) > 0 and tl[S.TRACK_ID].isna().all() and not tl[S.FACE_PRESENT].any()
-    assert tl["p_happy"].isna().all()
+    assert tl[S.BOX].isna().all()
+    # categories only from the voice, only where there is speech
+    assert tl.loc[~tl[S.SPEECH_PRESENT].astype(bool), "p_happy"].isna().all()
 
 
 def test_face_leaving_leaves_null_windows(job):
@@ -108,7 +132,11 @@ def test_face_leaving_leaves_null_windows(job):
     participant = tl[tl[S.TRACK_ID] == 0]
     late = participant[participant[S.WINDOW_START_S] > face_end + 0.5]
     early = participant[participant[S.WINDOW_END_S] < face_end - 0.5]
-    assert len(late) and not late[S.FACE_PRESENT].any() and late["p_happy"].isna().all()
+    assert len(late) and not late[S.FACE_PRESENT].any() and late[S.BOX].isna().all()
+    # without the face, categories come from the voice alone, and only where it speaks
+    spoken = late[S.SPEECH_PRESENT].astype(bool)
+    assert late.loc[~spoken, "p_happy"].isna().all()
+    assert (late.loc[spoken, S.FUSION_MODE] == "voice_only").all()
     assert early[S.FACE_PRESENT].all()
 
 

@@ -1,5 +1,8 @@
-"""The job's multimodal path: a voice model and a fusion model (small checkpoints made here)
-decide categories and valence/arousal per window, with the modality used recorded."""
+"""The job's learnt-fusion path: a voice model and a fusion model (small checkpoints made
+here) decide categories and valence/arousal per window, with the modality used recorded;
+and the model identity of each way of combining face and voice.  The default (product rule)
+is tested end to end in test_emotion_timeline_e2e, the face-only opt-out in
+test_emotion_timeline_cli."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import pytest
 
 from models import fusion, voice_emotion
 from operators import schema as S
-from pipelines.emotion_timeline.__main__ import run
+from pipelines.emotion_timeline.__main__ import resolve_models, run
 from pipelines.emotion_timeline.config import load_config
 
 pytestmark = pytest.mark.integration
@@ -71,6 +74,26 @@ def test_fused_rows_are_valid_predictions(fused_run):
     assert face_model.str.contains("voice-emotion-cnn").all()
 
 
-def test_fusion_without_voice_model_is_refused():
-    with pytest.raises(ValueError, match="go together"):
-        load_config(None, ["fusion_model=f.pt"])
+def test_model_identity_follows_the_fusion_rule_and_voice_model(tmp_path):
+    """A nightly output is redone when the way face and voice combine changes."""
+    other_voice = tmp_path / "voice.pt"
+    voice_emotion.save(voice_emotion.build(seed=2), other_voice)
+    fusion_path = tmp_path / "fusion.pt"
+    fusion.save(fusion.build("decision", {"face_dim": 128, "voice_dim": 128}, seed=1),
+                fusion_path)
+    configs = {
+        "product": [],
+        "face_only": ["fusion=face_only"],
+        "other voice": [f"voice_model={other_voice}"],
+        "learnt": [f"fusion_model={fusion_path}"],
+    }
+    identities = {}
+    for name, overrides in configs.items():
+        models = resolve_models(load_config(None, overrides), tmp_path / name)
+        identities[name] = models.identity
+    assert len(set(identities.values())) == len(configs), identities
+    assert resolve_models(load_config(None, []), tmp_path / "again").identity == (
+        identities["product"])
+    product = resolve_models(load_config(None, []), tmp_path / "p")
+    assert product.fusion == "product" and product.voice_checkpoint == (
+        voice_emotion.DEFAULT_WEIGHTS.read_bytes())

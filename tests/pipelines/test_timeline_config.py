@@ -24,3 +24,20 @@ def test_bad_config_is_refused_with_a_reason(tmp_path):
         load_config(None, ["decode.sample_fps"])
     with pytest.raises(ValueError, match="extra"):
         load_config(None, ["decode.sample_rate=3"])
+
+
+def test_fusion_defaults_to_the_product_rule_and_refuses_contradictions():
+    cfg = load_config()
+    assert cfg.fusion == "product" and cfg.voice_model is None and cfg.fusion_model is None
+    # a trained fusion model alone selects it (with the shipped voice model)
+    assert load_config(None, ["fusion_model=f.pt"]).fusion == "learnt"
+    assert load_config(None, ["fusion=face_only"]).fusion == "face_only"
+    assert load_config(None, ["voice_model=v.pt"]).fusion == "product"
+    with pytest.raises(ValueError, match="needs fusion_model"):
+        load_config(None, ["fusion=learnt"])
+    with pytest.raises(ValueError, match="fusion=product"):
+        load_config(None, ["fusion=product", "fusion_model=f.pt"])
+    with pytest.raises(ValueError, match="face_only runs no voice model"):
+        load_config(None, ["fusion=face_only", "voice_model=v.pt"])
+    with pytest.raises(ValueError, match="fusion"):
+        load_config(None, ["fusion=mean"])
