@@ -120,10 +120,11 @@ class VoiceEmotionNet(nn.Module):
     """Waveform windows → emotion logits, valence, arousal, embedding and attention map.
 
     ``forward(waveform)`` takes ``(B, samples)`` float32 at ``config.sample_rate`` with
-    ``samples >= config.min_samples`` and returns a :class:`VoiceEmotionOutput`;
-    :meth:`forward_spectrogram` does the same from :class:`LogMel` output (for training with
-    spectrogram augmentation).  Windows are independent of each other in eval mode (batch
-    norm uses its running statistics).  Scriptable with ``torch.jit.script``.
+    ``samples >= config.min_samples`` and returns a :class:`VoiceEmotionOutput`; given a 4-D
+    ``(B, 1, n_mels, frames)`` tensor it takes it as :class:`LogMel` output, as
+    :meth:`forward_spectrogram` does (for training with spectrogram augmentation).  Windows
+    are independent of each other in eval mode (batch norm uses its running statistics).
+    Scriptable with ``torch.jit.script``.
     """
 
     def __init__(self, config: VoiceEmotionConfig | None = None) -> None:
@@ -154,6 +155,11 @@ class VoiceEmotionNet(nn.Module):
         self.valence_arousal = nn.Linear(cfg.embed_dim, 2)
 
     def forward(self, waveform: torch.Tensor) -> VoiceEmotionOutput:
+        if waveform.dim() == 4:
+            # Already the front end's (B, 1, n_mels, frames) output: training masks the
+            # log-mel (SpecAugment) and must still call the module itself (DDP's wrapper
+            # only synchronises gradients of computations that go through its forward).
+            return self.forward_spectrogram(waveform)
         return self.forward_spectrogram(self.log_mel(waveform))
 
     def forward_spectrogram(self, spec: torch.Tensor) -> VoiceEmotionOutput:

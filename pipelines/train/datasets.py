@@ -1080,3 +1080,81 @@ def augment_voice(audio: torch.Tensor, generator: torch.Generator | None = None,
     audio = random_gain(audio, min_db, max_db, generator)
     audio = add_noise(audio, snr_db, generator)
     return time_mask(audio, max_mask_fraction, n_masks, generator=generator)
+
+
+def spec_augment(spec: torch.Tensor, generator: torch.Generator | None = None, *,
+                 time_masks: int = 2, freq_masks: int = 2, max_fraction: float = 0.15,
+                 value: float = 0.0) -> torch.Tensor:
+    """SpecAugment (Park et al., Interspeech 2019) without time warping: ``time_masks`` spans
+    of frames and ``freq_masks`` bands of mel bins of spectrograms (..., F, T) set to
+    ``value``, each span up to ``max_fraction`` of its axis, drawn per spectrogram.
+
+    The voice front end standardises each window, so its mean is 0: the default ``value``
+    masks with the mean (no step the network could key on).  Same shape out."""
+    if time_masks:
+        spec = time_mask(spec, max_fraction, time_masks, value, feature_dims=1,
+                         generator=generator)
+    if freq_masks:
+        # Bands along the mel axis = time masks of the transposed spectrograms.
+        spec = time_mask(spec.transpose(-1, -2), max_fraction, freq_masks, value,
+                         feature_dims=1, generator=generator).transpose(-1, -2)
+    return spec
+
+
+# --- utterances: speech trimming, training crops, evaluation windows ---------------------------
+TRIM_FRAME = 400  # 25 ms at 16 kHz: the frames whose loudness decides where speech is
+TRIM_HOP = 160  # 10 ms
+
+
+def speech_bounds(audio: np.ndarray, top_db: float = 35.0) -> tuple[int, int]:
+    """``[start, end)`` samples of the speech in ``audio``: from the first to the last 25 ms
+    frame (every 10 ms) whose power is within ``top_db`` of the loudest frame's.  Silence
+    before and after an utterance carries no emotion, but the clip's label would be trained
+    on it.  Digital silence (or a recording shorter than a frame) keeps the whole of it."""
+    audio = np.asarray(audio, dtype=np.float64)
+    if len(audio) < TRIM_FRAME:
+        return 0, len(audio)
+    starts = np.arange(0, len(audio) - TRIM_FRAME + 1, TRIM_HOP)
+    frames = np.lib.stride_tricks.sliding_window_view(audio, TRIM_FRAME)[starts]
+    power = np.mean(np.square(frames), axis=1)
+    if power.max() <= 0:
+        return 0, len(audio)
+    loud = np.flatnonzero(power >= power.max() * 10 ** (-top_db / 10))
+    return int(starts[loud[0]]), int(starts[loud[-1]] + TRIM_FRAME)
+
+
+def random_crops(audio: torch.Tensor, lengths: torch.Tensor, size: int, per_row: int = 1,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_row`` random windows of ``size`` samples from each row of ``audio`` (B, T), whose
+    first ``lengths[b]`` samples are the signal (the rest is padding): a start drawn uniformly
+    so that the window lies inside the signal; a row shorter than ``size`` is placed whole at a
+    random offset in a silent window instead.  Returns ``(windows (B * per_row, size), row
+    (B * per_row,))`` — each window's source row, crops of one row adjacent.  Fresh draws every
+    call (every epoch), reproducible from ``generator``."""
+    if audio.dim() != 2 or lengths.shape != (audio.shape[0],):
+        raise ValueError(f"random_crops takes audio (B, T) and lengths (B,), got "
+                         f"{tuple(audio.shape)} and {tuple(lengths.shape)}")
+    if per_row < 1 or size < 1:
+        raise ValueError(f"per_row and size must be positive, got {per_row}, {size}")
+    lengths = lengths.cpu().long().clamp(max=audio.shape[1])
+    row = torch.arange(len(audio)).repeat_interleave(per_row)
+    length = lengths[row]
+    slack = (length - size).abs()  # room to move the crop (long) or the signal (short)
+    shift = (torch.rand(len(row), generator=generator, dtype=torch.float64)
+             * (slack + 1)).floor().long()
+    position = torch.arange(size)[None, :]
+    long = (length >= size)[:, None]
+    # long rows: window = signal[shift : shift + size]; short: signal starts at `shift`
+    source = torch.where(long, position + shift[:, None], position - shift[:, None])
+    valid = (source >= 0) & (source < length[:, None])
+    gathered = audio.cpu()[row[:, None], source.clamp(0, audio.shape[1] - 1)]
+    windows = torch.where(valid, gathered, torch.zeros((), dtype=audio.dtype))
+    return windows.to(audio.device), row.to(audio.device)
+
+
+def utterance_windows(length: int, size: int, hop: int) -> list[int]:
+    """Start samples of the evaluation windows of an utterance of ``length`` samples: every
+    ``hop`` while a whole window fits; one window at 0 (padded) when it is shorter."""
+    if length <= size:
+        return [0]
+    return list(range(0, length - size + 1, hop))

@@ -57,6 +57,18 @@ class DataSource(_Frozen):
     window_s: float = Field(1.0, gt=0)
     hop_s: float = Field(0.5, gt=0)
     max_windows_per_file: int = Field(8, ge=1)
+    # Voice only.  ``windows``: the max_windows_per_file loudest windows of each file, fixed
+    # rows.  ``speech``: one row per file holding its speech, trimmed to the frames within
+    # trim_db of the loudest (``datasets.speech_bounds``); training draws fresh random
+    # windows from it every epoch (``train.crops_per_sample``) and evaluation scores the
+    # utterance (the mean of its window probabilities), as the model card reports.
+    samples: Literal["windows", "speech"] = "windows"
+    trim_db: float = Field(35.0, gt=0)
+    # Valence/arousal targets: the corpus's own (NaN where it has none), or ``circumplex``:
+    # the labelled class's point of the timeline's circumplex (operators.fusion.
+    # build_timeline.CIRCUMPLEX) where the corpus has none (RAVDESS): the heads then learn
+    # where each category sits, which also regularises the shared embedding.
+    va_targets: Literal["corpus", "circumplex"] = "corpus"
 
     @model_validator(mode="after")
     def _ferplus_needs_images(self) -> DataSource:
@@ -104,6 +116,12 @@ class AugmentConfig(_Frozen):
     max_gain_db: float = 6.0
     snr_db: tuple[float, float] = (10.0, 30.0)
     max_mask_fraction: float = Field(0.1, ge=0, lt=1)
+    # SpecAugment on the voice network's log-mel input (``datasets.spec_augment``): this many
+    # time spans and mel bands per window, each up to spec_max_fraction of its axis, set to
+    # the (standardised) spectrogram's mean.  0 and 0 turn it off.
+    spec_time_masks: int = Field(2, ge=0)
+    spec_freq_masks: int = Field(2, ge=0)
+    spec_max_fraction: float = Field(0.15, ge=0, lt=1)
 
 
 class OversampleConfig(_Frozen):
@@ -154,6 +172,13 @@ class TrainConfig(_Frozen):
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # cross-entropy losses only
     class_weights: bool = True  # reciprocal-frequency class weights in the cross-entropy
     ccc_weight: float = Field(1.0, ge=0)
+    # The valence/arousal loss that ccc_weight weighs: 1 - CCC (rated corpora), or the mean
+    # squared error (category-derived targets, ``va_targets: circumplex``: CCC of a batch
+    # whose targets take 7 values rewards matching their spread more than the points).
+    va_loss: Literal["ccc", "mse"] = "ccc"
+    # Voice ``samples: speech`` rows: random windows drawn per row and epoch (each step
+    # trains on batch_size x crops_per_sample windows).  Rows of one window give that window.
+    crops_per_sample: int = Field(1, ge=1)
     oversample: OversampleConfig = OversampleConfig()
     augment: AugmentConfig = AugmentConfig()
     schedule: ScheduleConfig = ScheduleConfig()

@@ -98,7 +98,12 @@ def compute_loss(kind: str, out: Outputs, batch: dict[str, torch.Tensor],
     pred = torch.stack([out.valence, out.arousal], 1)
     target_va = torch.stack([batch[VALENCE], batch[AROUSAL]], 1)
     if job.train.ccc_weight > 0 and bool((~torch.isnan(target_va)).any()):
-        return loss + job.train.ccc_weight * ccc_loss(pred, target_va)
+        if job.train.va_loss == "mse":
+            known = ~torch.isnan(target_va)
+            va = torch.nn.functional.mse_loss(pred[known], target_va[known])
+        else:
+            va = ccc_loss(pred, target_va)
+        return loss + job.train.ccc_weight * va
     # An attached zero: DDP expects a gradient for the valence/arousal head on every step.
     return loss + pred.sum() * 0.0
 
@@ -309,8 +314,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         module.train()
         total, steps = 0.0, 0
         for batch in loader:
+            batch = task.sample(batch, built, job.train, generator)
             if job.train.augment.enabled:
-                batch = task.augment(batch, job.train.augment, generator)
+                batch = task.augment(batch, built, job.train.augment, generator)
             batch = _to(batch, device)
             out = task.forward(module, built, batch)
             loss = compute_loss(kind, out, batch, weight, job, generator)

@@ -14,7 +14,9 @@ timeline job sees:
 * voice (RAVDESS, CREMA-D, manifests; audio or video files): 16 kHz mono windows decoded by
   ffmpeg (:class:`~operators.audio.extract_audio.AudioStream`, as the timeline job does) of
   ``window_s`` every ``hop_s``; the ``max_windows_per_file`` loudest windows of each file are
-  kept (in time order), so leading/trailing silence does not carry the clip's emotion label.
+  kept (in time order), so leading/trailing silence does not carry the clip's emotion label;
+  or (``samples: speech``) one row per file with its whole speech, silence trimmed, from which
+  training draws fresh windows every epoch.
 
 Output: Parquet shards with :func:`prepared_schema` (task inputs + ``label``, ``label_dist``,
 ``vote_dist``, ``valence``, ``arousal``, ``subject``, ``split``, ``uri``, ``start_s``,
@@ -42,8 +44,9 @@ from PIL import Image, UnidentifiedImageError
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from operators.audio.extract_audio import SAMPLE_RATE, AudioDecodeError
+from operators.fusion.build_timeline import CIRCUMPLEX
 from operators.io.files import StorageOptions, open_fs
-from operators.schema import AROUSAL, AUDIO, URI, VALENCE, VIDEO_EXTENSIONS
+from operators.schema import AROUSAL, AUDIO, EMOTIONS, URI, VALENCE, VIDEO_EXTENSIONS
 from pipelines.train import datasets as D
 from pipelines.train_model.config import DataSource
 from pipelines.train_model.tasks import IMAGE, VOTE_DIST
@@ -105,7 +108,25 @@ def source_table(source: DataSource, storage_options: StorageOptions | None = No
         table = table[table[D.SPLIT] == source.split].reset_index(drop=True)
     if table.empty:
         raise ValueError(f"{source.uri}: no samples in split {source.split!r}")
+    if source.va_targets == "circumplex":
+        table = circumplex_targets(table)
     return table
+
+
+def circumplex_targets(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``table`` whose missing valence/arousal (NaN or absent) are the labelled
+    class's :data:`~operators.fusion.build_timeline.CIRCUMPLEX` point; unlabelled rows and
+    the corpus's own ratings stay as they are."""
+    points = np.array([CIRCUMPLEX[name] for name in EMOTIONS], np.float64)
+    out = table.copy()
+    labels = out[D.LABEL].to_numpy(np.int64)
+    for column, axis in ((VALENCE, 0), (AROUSAL, 1)):
+        values = (np.array(out[column], dtype=np.float64) if column in out
+                  else np.full(len(out), math.nan))
+        fill = np.isnan(values) & (labels >= 0)
+        values[fill] = points[labels[fill], axis]
+        out[column] = values
+    return out
 
 
 def _subject_split(table: pd.DataFrame, source: DataSource) -> pd.DataFrame:
@@ -191,10 +212,13 @@ def loudest_windows(audio: np.ndarray, window_s: float, hop_s: float, limit: int
 
 
 def decode_audio(batch: pd.DataFrame, window_s: float, hop_s: float, max_windows: int,
-                 storage_options: StorageOptions | None = None) -> pa.Table:
-    """Map-batches function: sample rows of a speech/video corpus → prepared voice rows, up
-    to ``max_windows`` per file (:func:`loudest_windows`), inside the row's
-    ``[start_s, end_s)`` when given.  A file whose audio cannot be decoded (or has none)
+                 storage_options: StorageOptions | None = None, samples: str = "windows",
+                 trim_db: float = 35.0) -> pa.Table:
+    """Map-batches function: sample rows of a speech/video corpus → prepared voice rows,
+    from the audio inside the row's ``[start_s, end_s)`` when given.  ``samples="windows"``:
+    up to ``max_windows`` windows per file (:func:`loudest_windows`); ``"speech"``: one row
+    per file, its speech trimmed by :func:`~pipelines.train.datasets.speech_bounds`
+    (``start_s``/``end_s`` say where).  A file whose audio cannot be decoded (or has none)
     gives one row with ``error`` and a null ``audio``."""
     size = round(window_s * SAMPLE_RATE)
     parts: list[pa.Table] = []
@@ -214,12 +238,18 @@ def decode_audio(batch: pd.DataFrame, window_s: float, hop_s: float, max_windows
             columns = {AUDIO: [None], **_target_columns(row), ERROR: [f"decode_error: {exc}"]}
             parts.append(pa.Table.from_pydict(columns, schema=schema))
             continue
-        starts = loudest_windows(audio, window_s, hop_s, max_windows)
-        windows = [audio[s:s + size].astype(np.float32).tolist() for s in starts]
+        if samples == "speech":
+            first, last = D.speech_bounds(audio, trim_db)
+            starts, windows = [first], [audio[first:last].astype(np.float32).tolist()]
+            ends = [last]
+        else:
+            starts = loudest_windows(audio, window_s, hop_s, max_windows)
+            windows = [audio[s:s + size].astype(np.float32).tolist() for s in starts]
+            ends = [s + size for s in starts]
         repeated = row.loc[row.index.repeat(len(starts))]
         columns = {AUDIO: windows, **_target_columns(
             repeated, [offset + s / SAMPLE_RATE for s in starts],
-            [offset + (s + size) / SAMPLE_RATE for s in starts]), ERROR: [None] * len(starts)}
+            [offset + e / SAMPLE_RATE for e in ends]), ERROR: [None] * len(starts)}
         parts.append(pa.Table.from_pydict(columns, schema=schema))
     return pa.concat_tables(parts) if parts else schema.empty_table()
 
@@ -257,6 +287,8 @@ def prepare_source(task: str, source: DataSource, out: str,
             ds = ds.map_batches(decode_audio, batch_format="pandas", batch_size=4,
                                 fn_kwargs={"window_s": source.window_s, "hop_s": source.hop_s,
                                            "max_windows": source.max_windows_per_file,
+                                           "samples": source.samples,
+                                           "trim_db": source.trim_db,
                                            "storage_options": storage_options or {}},
                                 num_cpus=0.5)
     fs, path = open_fs(out, storage_options or {})

@@ -36,14 +36,24 @@ from torch import nn
 from models import face_emotion, fusion, temporal, voice_emotion
 from operators.audio.extract_audio import SAMPLE_RATE
 from operators.schema import AROUSAL, AUDIO, VALENCE
-from pipelines.train.datasets import LABEL, LABEL_DIST, N_CLASSES, augment_face, augment_voice
-from pipelines.train_model.config import AugmentConfig
+from pipelines.train.datasets import (
+    LABEL,
+    LABEL_DIST,
+    N_CLASSES,
+    augment_face,
+    augment_voice,
+    random_crops,
+    spec_augment,
+    utterance_windows,
+)
+from pipelines.train_model.config import AugmentConfig, TrainConfig
 
 IMAGE = "image"
 FACE_FEATURES, FACE_MASK = "face_features", "face_mask"
 VOICE_FEATURES, VOICE_MASK, SPEAKING = "voice_features", "voice_mask", "speaking"
 FEATURES = "features"
 VOTE_DIST = "vote_dist"
+AUDIO_LENGTH = "audio_length"  # samples of signal in a (padded) voice item
 
 
 class Outputs(NamedTuple):
@@ -112,7 +122,13 @@ class TaskSpec:
     def targets(self, row: pd.Series) -> dict[str, torch.Tensor]:
         return _targets(row)
 
-    def augment(self, batch: dict[str, torch.Tensor], config: AugmentConfig,
+    def sample(self, batch: dict[str, torch.Tensor], built: Built, config: TrainConfig,
+               generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The training batch drawn from a loaded batch (every training step, before
+        :meth:`augment`); identity unless the task draws samples (voice crops)."""
+        return batch
+
+    def augment(self, batch: dict[str, torch.Tensor], built: Built, config: AugmentConfig,
                 generator: torch.Generator) -> dict[str, torch.Tensor]:
         return batch
 
@@ -160,7 +176,7 @@ class FaceTask(TaskSpec):
             pixels = np.asarray(rgb, dtype=np.uint8).copy()
         return {IMAGE: torch.from_numpy(pixels)}  # (H, W, 3) uint8
 
-    def augment(self, batch: dict[str, torch.Tensor], config: AugmentConfig,
+    def augment(self, batch: dict[str, torch.Tensor], built: Built, config: AugmentConfig,
                 generator: torch.Generator) -> dict[str, torch.Tensor]:
         images = batch[IMAGE].permute(0, 3, 1, 2).float() / 255
         images = augment_face(images, generator, p_flip=config.p_flip,
@@ -178,7 +194,19 @@ class FaceTask(TaskSpec):
 
 
 class VoiceTask(TaskSpec):
-    """Waveform windows → the 7 classes and valence/arousal."""
+    """Waveforms → the 7 classes and valence/arousal.
+
+    A prepared row is one window (``samples: windows``) or one utterance's speech
+    (``samples: speech``); items carry the samples padded to at least one window
+    (``window_s`` of the model's hparams) and ``audio_length``, batches are padded to their
+    longest item.  Training (:meth:`sample`) takes ``crops_per_sample`` random windows of
+    each row (a one-window row gives itself); :meth:`augment` perturbs the waveforms
+    (gain, noise, a time dropout) and then masks the log-mel (SpecAugment), handing the
+    network spectrograms.  Evaluation of rows longer than a window scores the utterance:
+    the mean of the class probabilities (and valence/arousal) of its windows every half
+    window (:func:`~pipelines.train.datasets.utterance_windows`); ``logits`` are then the
+    log of that mean, so the softmax of the outputs is the utterance's probabilities.
+    """
 
     name = "voice"
     default_arch = voice_emotion.model.ARCH
@@ -199,24 +227,73 @@ class VoiceTask(TaskSpec):
             voice_emotion.save(model, path, metadata)
         return Built(model.module, voice_emotion.model.ARCH, model.hparams, save)
 
-    def inputs(self, row: pd.Series, built: Built) -> dict[str, torch.Tensor]:
-        n = round(float(built.hparams.get("window_s", 1.0)) * SAMPLE_RATE)
-        audio = np.zeros(n, np.float32)
-        samples = np.asarray(row[AUDIO], np.float32)[:n]
-        audio[: len(samples)] = samples  # a short last window is padded with silence
-        return {AUDIO: torch.from_numpy(audio)}
+    @staticmethod
+    def window_samples(built: Built) -> int:
+        return round(float(built.hparams.get("window_s", 1.0)) * SAMPLE_RATE)
 
-    def augment(self, batch: dict[str, torch.Tensor], config: AugmentConfig,
+    def inputs(self, row: pd.Series, built: Built) -> dict[str, torch.Tensor]:
+        samples = np.asarray(row[AUDIO], np.float32)
+        audio = np.zeros(max(len(samples), self.window_samples(built)), np.float32)
+        audio[: len(samples)] = samples  # a short window is padded with silence
+        return {AUDIO: torch.from_numpy(audio),
+                AUDIO_LENGTH: torch.tensor(len(samples), dtype=torch.int64)}
+
+    def collate(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        longest = max(len(item[AUDIO]) for item in items)
+        padded = [{**item, AUDIO: nn.functional.pad(item[AUDIO], (0, longest - len(item[AUDIO])))}
+                  for item in items]
+        return torch.utils.data.default_collate(padded)
+
+    def sample(self, batch: dict[str, torch.Tensor], built: Built, config: TrainConfig,
+               generator: torch.Generator) -> dict[str, torch.Tensor]:
+        windows, row = random_crops(batch[AUDIO], batch[AUDIO_LENGTH],
+                                    self.window_samples(built), config.crops_per_sample,
+                                    generator)
+        out = {name: value.index_select(0, row.to(value.device)) for name, value in
+               batch.items() if name not in (AUDIO, AUDIO_LENGTH)}
+        return {**out, AUDIO: windows}
+
+    def augment(self, batch: dict[str, torch.Tensor], built: Built, config: AugmentConfig,
                 generator: torch.Generator) -> dict[str, torch.Tensor]:
         audio = augment_voice(batch[AUDIO], generator, min_db=config.min_gain_db,
                               max_db=config.max_gain_db, snr_db=config.snr_db,
                               max_mask_fraction=config.max_mask_fraction)
-        return {**batch, AUDIO: audio}
+        if not (config.spec_time_masks or config.spec_freq_masks):
+            return {**batch, AUDIO: audio}
+        front_end = built.module.log_mel
+        device = next(front_end.buffers()).device
+        with torch.no_grad():
+            spec = front_end(audio.to(device))
+        spec = spec_augment(spec, generator, time_masks=config.spec_time_masks,
+                            freq_masks=config.spec_freq_masks,
+                            max_fraction=config.spec_max_fraction)
+        # The network takes its front end's output as input too (VoiceEmotionNet.forward).
+        return {**batch, AUDIO: spec}
 
     def forward(self, module: nn.Module, built: Built, batch: dict[str, torch.Tensor]
                 ) -> Outputs:
-        out = module(batch[AUDIO])
-        return Outputs(out.logits, out.valence, out.arousal)
+        audio = batch[AUDIO]
+        size = self.window_samples(built)
+        if audio.dim() != 2 or audio.shape[1] <= size:
+            out = module(audio)
+            return Outputs(out.logits, out.valence, out.arousal)
+        lengths = batch[AUDIO_LENGTH].cpu().tolist() if AUDIO_LENGTH in batch else (
+            [audio.shape[1]] * len(audio))
+        hop = max(1, size // 2)
+        starts = [(b, s) for b, n in enumerate(lengths)
+                  for s in utterance_windows(int(n), size, hop)]
+        owner = torch.tensor([b for b, _ in starts], device=audio.device)
+        windows = torch.stack([audio[b, s:s + size] for b, s in starts])
+        out = module(windows)
+        counts = torch.bincount(owner, minlength=len(audio)).to(audio.dtype)[:, None]
+
+        def mean(values: torch.Tensor) -> torch.Tensor:
+            total = values.new_zeros((len(audio), *values.shape[1:]))
+            return total.index_add(0, owner, values) / counts.reshape(
+                -1, *([1] * (values.dim() - 1)))
+
+        probs = mean(torch.softmax(out.logits.float(), 1))
+        return Outputs(probs.clamp_min(1e-12).log(), mean(out.valence), mean(out.arousal))
 
 
 class FusionTask(TaskSpec):

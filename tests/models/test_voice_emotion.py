@@ -184,6 +184,18 @@ def test_log_mel_is_gain_invariant_and_normalised(speech: np.ndarray) -> None:
     assert torch.equal(ve.log_mel(np.zeros((1, SR), dtype=np.float32)), torch.zeros(1, 1, 64, 101))
 
 
+def test_network_takes_its_front_end_output_too(speech: np.ndarray) -> None:
+    """Training masks the log-mel (SpecAugment) and hands it to the module itself: a 4-D
+    input is the front end's output, and gives what the waveform gives."""
+    net = ve.build(seed=3).module.eval()
+    batch = torch.from_numpy(windows(speech)[:2])
+    with torch.inference_mode():
+        from_wave = net(batch)
+        from_spec = net(net.log_mel(batch))
+    for a, b in zip(from_wave, from_spec, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 # --- files -----------------------------------------------------------------------------------
 
 
