@@ -139,7 +139,7 @@ def test_limit_since_model_change_and_dry_run(setup, tmp_path):
     changed = _config(setup, f"face_model={tmp_path}/face.pt")
     plan = run(setup["input"], setup["out"], changed, dry_run=True).plan
     assert _reasons(plan) == {done: MODEL_CHANGED, other: NEW}
-    assert "made by fer2013-mini-xception#" in plan.selected[
+    assert "made by fer2013-mini-xception + ravdess-voice-cnn (product rule)#" in plan.selected[
         [p.reason for p in plan.selected].index(MODEL_CHANGED)].detail
     pd.testing.assert_frame_equal(before, read_state(setup["out"], setup["storage"]))
 
