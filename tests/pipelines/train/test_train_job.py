@@ -312,7 +312,8 @@ def test_timeline_job_uses_the_model_by_alias(trained, mlflow_server, media, tmp
     assert code == 0
     clip = pd.read_parquet(out / "clips").iloc[0]
     assert clip[S.DOMINANT_EMOTION] == "neutral"
-    assert clip[S.FACE_MODEL].endswith(f"(models:/{MODEL_NAME}@champion)")
+    # The identity names the face model first, then the voice model and the fusion rule.
+    assert clip[S.FACE_MODEL].startswith(f"{MODEL_NAME} (models:/{MODEL_NAME}@champion)")
     timeline = pd.read_parquet(out / "timelines")
     faces = timeline[timeline[S.FACE_PRESENT]]
     assert faces["p_neutral"].mean() > 0.5 > faces["p_happy"].mean()
