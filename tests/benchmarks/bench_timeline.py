@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import tempfile
 import threading
@@ -49,6 +50,24 @@ def _role(proc: psutil.Process) -> str:
     return proc.name()[:40]
 
 
+def store_resident(raylet_pid: int | None) -> int:
+    """Resident bytes of Ray's object store: its shared-memory file (mapped by the raylet,
+    ``/dev/shm/plasma…``, unlinked) holds a page for every page ever written, so the file's
+    allocated blocks are the store's memory.  0 when it cannot be read (no raylet yet, or
+    ``/proc/PID/map_files`` needs privileges this user lacks)."""
+    if raylet_pid is None:
+        return 0
+    try:
+        with open(f"/proc/{raylet_pid}/maps") as maps:
+            for line in maps:
+                if "plasma" in line:
+                    region = line.split()[0]
+                    return os.stat(f"/proc/{raylet_pid}/map_files/{region}").st_blocks * 512
+    except OSError:
+        pass
+    return 0
+
+
 class PeakMemory:
     """Peak memory of this process and its descendants (Ray's raylet, workers, …).
 
@@ -64,7 +83,13 @@ class PeakMemory:
         self.peak_pss = self.peak_rss = 0
         self.peak_by_role: dict[str, int] = {}
         self.roles_at_peak: dict[str, int] = {}
-        self.trace: list[tuple[float, int]] = []
+        # Private memory (USS) per role at the peak: PSS minus USS is each process's share of
+        # shared pages, mostly Ray's object store, whose resident size is ``store_at_peak``
+        # (bounded by the store's size: a page once written stays resident, so this part
+        # rises until the store has been used end to end, then stays).
+        self.uss_at_peak: dict[str, int] = {}
+        self.store_at_peak = self.peak_store = 0
+        self.trace: list[tuple[float, int, int, dict[str, int]]] = []
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -74,21 +99,28 @@ class PeakMemory:
         while not self._halt.is_set():
             pss = rss = 0
             roles: dict[str, int] = {}
+            private: dict[str, int] = {}
+            roles_pids: dict[str, int] = {}
             for proc in [me, *me.children(recursive=True)]:
                 try:
                     info = proc.memory_full_info()
                 except psutil.Error:
                     continue
                 role = "driver" if proc.pid == me.pid else _role(proc)
+                roles_pids[role] = proc.pid
                 roles[role] = roles.get(role, 0) + info.pss
+                private[role] = private.get(role, 0) + info.uss
                 self.peak_by_role[role] = max(self.peak_by_role.get(role, 0), info.pss)
                 pss, rss = pss + info.pss, rss + info.rss
+            store = store_resident(roles_pids.get("raylet"))
+            self.peak_store = max(self.peak_store, store)
             if pss > self.peak_pss:
                 self.peak_pss, self.roles_at_peak = pss, roles
+                self.uss_at_peak, self.store_at_peak = private, store
             self.peak_rss = max(self.peak_rss, rss)
             now = time.monotonic()
             if now - last_trace >= self.trace_every:
-                self.trace.append((round(now - started), pss))
+                self.trace.append((round(now - started), pss, store, private))
                 last_trace = now
             time.sleep(self.interval)
 
@@ -137,7 +169,14 @@ def bench(minutes: float, overrides: list[str]) -> dict:
             memory.peak_by_role.items(), key=lambda kv: -kv[1])},
         "pss_at_peak_by_role_mib": {k: round(v / 2**20) for k, v in sorted(
             memory.roles_at_peak.items(), key=lambda kv: -kv[1])},
-        "pss_trace_mib": [(t, round(v / 2**20)) for t, v in memory.trace],
+        "uss_at_peak_by_role_mib": {k: round(v / 2**20) for k, v in sorted(
+            memory.uss_at_peak.items(), key=lambda kv: -kv[1])},
+        "store_at_peak_mib": round(memory.store_at_peak / 2**20),
+        "peak_store_mib": round(memory.peak_store / 2**20),
+        "pss_trace_mib": [(t, round(v / 2**20), round(store / 2**20))
+                          for t, v, store, _ in memory.trace],
+        "uss_trace_by_role_mib": [(t, {k: round(v / 2**20) for k, v in private.items()})
+                                  for t, _, _, private in memory.trace],
         "status": result.clips["status"].tolist(),
         "stage_wall_s": {k: round(v, 2) for k, v in stage_times(result.stage_stats).items()},
         "generate_s": round(generate_s, 1), "overrides": overrides,
@@ -164,11 +203,20 @@ def main() -> None:
               f"MiB (RSS sum {report['peak_rss_sum_mib']} MiB) | {report['status']}")
         for name, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
             print(f"  {name:<60} {seconds:8.1f} s  {100 * seconds / total:5.1f}%")
-        print("  PSS MiB per process role: at the overall peak (summed) | largest single")
+        print("  MiB per process role: PSS at the overall peak (summed) | of it private (USS) "
+              "| largest single PSS")
+        uss = report["uss_at_peak_by_role_mib"]
         for role, mib in report["pss_at_peak_by_role_mib"].items():
-            print(f"    {role:<72} {mib:6d} | {report['peak_pss_by_role_mib'].get(role, 0):6d}")
+            print(f"    {role:<64} {mib:6d} | {uss.get(role, 0):6d} | "
+                  f"{report['peak_pss_by_role_mib'].get(role, 0):6d}")
+        print(f"  Ray object store resident: {report['store_at_peak_mib']} MiB at the peak, "
+              f"{report['peak_store_mib']} MiB at most")
         trace = report["pss_trace_mib"]
-        print("  PSS over time (s: MiB): " + " ".join(f"{t}:{v}" for t, v in trace))
+        print("  PSS | object store resident over time (s: MiB|MiB): "
+              + " ".join(f"{t}:{v}|{store}" for t, v, store in trace))
+        for role in list(uss)[:3]:  # the largest private memories: do they grow?
+            print(f"  private (USS) of {role[:50]} over time (s: MiB): " + " ".join(
+                f"{t}:{by_role.get(role, 0)}" for t, by_role in report["uss_trace_by_role_mib"]))
     print("\nminutes  real-time  peak PSS MiB  peak RSS-sum MiB")
     for report in reports:
         print(f"{report['minutes']:7g}  {report['realtime_factor']:8.2f}x  "
