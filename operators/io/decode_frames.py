@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from operators import schema as S
 from operators.audio.extract_audio import SAMPLE_RATE, AudioDecodeError, AudioStream
 from operators.io.files import is_remote
+from operators.memory import release_freed_heap
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +203,8 @@ def make_decode_fn(config: DecodeConfig) -> Callable[[dict[str, Any]], Iterator[
     decoded as usual (the stretch runs to the end when nothing after it decodes).  A picture
     with a side under 64 px is decoded stretched to 64 px and noted in ``ERROR`` (it cannot
     show a face).  Staged copies of remote inputs are deleted when the clip is done.
-    Resources: 1 CPU (decord + one ffmpeg process).
+    Resources: 1 CPU (decord + one ffmpeg process); freed heap goes back to the OS after
+    every chunk (``operators.memory``).
     """
 
     def decode(row: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -298,6 +300,9 @@ def _decode_chunks(
             yield chunk
             if fault is not None:
                 return
+            # One task decodes a whole recording: give the last chunk's freed buffers back
+            # so the worker's heap stays flat however long the recording is.
+            release_freed_heap()
             started = time.perf_counter()
 
 

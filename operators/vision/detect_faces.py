@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from operators import schema as S
 from operators.batches import ragged
+from operators.memory import release_freed_heap
 from operators.vision.track_faces import match_one_to_one
 
 logger = logging.getLogger(__name__)
@@ -153,8 +154,10 @@ class FaceDetector:
     config): each has its box, eye points and a score no higher than its two detections'.
     Chunks are tracked independently, so no state crosses rows.
     Resources: the model loads once per actor, on CUDA when the actor holds a GPU (fractional
-    GPUs let several actors share one), else CPU.  Bad input cannot reach here (the decoder
-    turns it into status rows); an exception here is a bug or an infrastructure fault.
+    GPUs let several actors share one), else CPU; freed heap goes back to the OS after every
+    batch (``operators.memory``), so the actor's memory does not grow with the recording.
+    Bad input cannot reach here (the decoder turns it into status rows); an exception here is
+    a bug or an infrastructure fault.
     """
 
     def __init__(self, config: FaceDetectorConfig):
@@ -281,4 +284,5 @@ class FaceDetector:
         batch[S.ERROR] = np.asarray(errors, dtype=object)
         for column, values in outputs.items():
             batch[column] = ragged(values)
+        release_freed_heap()  # this actor lives for the whole job: keep its heap flat
         return batch

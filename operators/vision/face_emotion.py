@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models import face_emotion
 from operators import schema as S
 from operators.batches import ragged
+from operators.memory import release_freed_heap
 from operators.vision.detect_faces import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,8 @@ class FaceEmotion:
     ``FACE_PROBS`` (float32 faces×7, order ``S.EMOTIONS``) and ``FACE_FEATURES`` (float32
     faces×D, the model's penultimate features, for fusion); ``FACE_CROPS`` is dropped, so no
     face image leaves this stage (crops are biometric data).  Rows without faces get empty
-    (0×7, 0×D) arrays.  Resources: the model loads once per actor (GPU when given one).
+    (0×7, 0×D) arrays.  Resources: the model loads once per actor (GPU when given one); freed
+    heap goes back to the OS after every batch (``operators.memory``).
     """
 
     def __init__(self, config: FaceEmotionConfig):
@@ -74,4 +76,5 @@ class FaceEmotion:
         elapsed = time.perf_counter() - started
         total = max(1, sum(counts))
         batch[S.STAGE_SECONDS] = batch[S.STAGE_SECONDS] + elapsed * np.asarray(counts) / total
+        release_freed_heap()  # a job-long actor: keep its heap flat
         return batch
