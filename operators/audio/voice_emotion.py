@@ -41,8 +41,8 @@ class VoiceEmotion:
     ``VOICE_PROBS`` (n×7, columns in ``EMOTIONS`` order, mapped by class name),
     ``VOICE_VALENCE``, ``VOICE_AROUSAL`` (n,) and ``VOICE_FEATURES``
     (n×D).  Windows are zero-padded to ``window_s`` at the end of the audio; rows without
-    audio get n×… arrays of NaN (missing, never invented).  Resources: the model loads once
-    per actor (GPU when given one).
+    audio, and windows holding damaged (NaN) samples, get NaN (missing, never invented).
+    Resources: the model loads once per actor (GPU when given one).
     """
 
     def __init__(self, config: VoiceEmotionConfig):
@@ -82,19 +82,27 @@ class VoiceEmotion:
             if len(audio):
                 windows.append(self._windows(audio, float(audio_start), starts))
         stacked = np.concatenate(windows) if windows else np.zeros((0, self.window), np.float32)
-        parts = [voice_emotion.predict(self.model, stacked[i:i + self.config.max_batch])
-                 for i in range(0, len(stacked), self.config.max_batch)]
+        # Damaged audio arrives as NaN samples (missing, not silence): the model needs the
+        # whole window, so a window holding any gets NaN outputs, like a row without audio.
+        intact = np.isfinite(stacked).all(axis=1)
+        usable = stacked[intact]
+        parts = [voice_emotion.predict(self.model, usable[i:i + self.config.max_batch])
+                 for i in range(0, len(usable), self.config.max_batch)]
         dim = self.model.config.embed_dim
-        outputs = {
-            S.VOICE_PROBS: np.concatenate([p.probs[:, self.class_order] for p in parts]) if parts
-            else np.zeros((0, len(S.EMOTIONS)), np.float32),
-            S.VOICE_VALENCE: np.concatenate([p.valence for p in parts]) if parts
-            else np.zeros(0, np.float32),
-            S.VOICE_AROUSAL: np.concatenate([p.arousal for p in parts]) if parts
-            else np.zeros(0, np.float32),
-            S.VOICE_FEATURES: np.concatenate([p.features for p in parts]) if parts
-            else np.zeros((0, dim), np.float32),
+        computed = {
+            S.VOICE_PROBS: (np.concatenate([p.probs[:, self.class_order] for p in parts])
+                            if parts else np.zeros((0, len(S.EMOTIONS)), np.float32)),
+            S.VOICE_VALENCE: (np.concatenate([p.valence for p in parts]) if parts
+                              else np.zeros(0, np.float32)),
+            S.VOICE_AROUSAL: (np.concatenate([p.arousal for p in parts]) if parts
+                              else np.zeros(0, np.float32)),
+            S.VOICE_FEATURES: (np.concatenate([p.features for p in parts]) if parts
+                               else np.zeros((0, dim), np.float32)),
         }
+        outputs = {}
+        for column, values in computed.items():
+            outputs[column] = np.full((len(stacked), *values.shape[1:]), np.nan, np.float32)
+            outputs[column][intact] = values
         per_row: dict[str, list[np.ndarray]] = {k: [] for k in outputs}
         offset = 0
         for starts, has_audio in grids:
