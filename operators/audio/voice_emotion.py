@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import time
@@ -32,8 +33,19 @@ class VoiceEmotionConfig(BaseModel):
     device: str = "auto"
 
 
+@functools.lru_cache(maxsize=2)
+def _load(checkpoint: bytes, device: str) -> voice_emotion.VoiceEmotionModel:
+    """The model of these checkpoint bytes, loaded once per worker process."""
+    with tempfile.NamedTemporaryFile(suffix=".pt") as handle:
+        handle.write(checkpoint)
+        handle.flush()
+        model = voice_emotion.load(handle.name, device=resolve_device(device))
+    logger.info("VoiceEmotion model %s on %s", model.name, model.device)
+    return model
+
+
 class VoiceEmotion:
-    """Ray Data ``map_batches`` actor running the voice model on every analysis window.
+    """Ray Data ``map_batches`` step running the voice model on every analysis window.
 
     Reads ``AUDIO``, ``AUDIO_START_S``, ``CHUNK_START_S``/``CHUNK_END_S`` (it must run before
     the voice-features step, which drops ``AUDIO``).  Writes, per chunk row, for the windows
@@ -41,26 +53,33 @@ class VoiceEmotion:
     ``VOICE_PROBS`` (n×7, columns in ``EMOTIONS`` order, mapped by class name),
     ``VOICE_VALENCE``, ``VOICE_AROUSAL`` (n,) and ``VOICE_FEATURES``
     (n×D).  Windows are zero-padded to ``window_s`` at the end of the audio; rows without
-    audio, and windows holding damaged (NaN) samples, get NaN (missing, never invented).
-    Resources: the model loads once per actor (GPU when given one).
+    audio get n×… arrays of NaN (missing, never invented).
+    Resources: given as an instance it runs as a stateless task fused into the decode task
+    (the job does this: the model is ~0.4 MB and ~10 ms per chunk on one CPU thread, so an
+    actor of its own would only cost a process and a second trip of every chunk's frames
+    through the object store); the model loads once per worker process, on CPU unless the
+    task holds a GPU.  Raises ``ValueError`` for a model lacking one of ``EMOTIONS``.
     """
 
     def __init__(self, config: VoiceEmotionConfig):
         self.config = config
-        with tempfile.NamedTemporaryFile(suffix=".pt") as handle:
-            handle.write(config.checkpoint)
-            handle.flush()
-            self.model = voice_emotion.load(handle.name, device=resolve_device(config.device))
+        self.window = round(config.window_s * SAMPLE_RATE)
+
+    @property
+    def model(self) -> voice_emotion.VoiceEmotionModel:
+        return _load(self.config.checkpoint, self.config.device)
+
+    @property
+    def class_order(self) -> np.ndarray:
         # VOICE_PROBS columns are in EMOTIONS order whatever order the model's head has (the
         # shipped RAVDESS model predicts the 7 EMOTIONS, calm merged into neutral): map by
         # class name, and refuse a model lacking one of them.
-        missing = [e for e in S.EMOTIONS if e not in self.model.classes]
+        classes = self.model.classes
+        missing = [e for e in S.EMOTIONS if e not in classes]
         if missing:
-            raise ValueError(f"voice model {self.model.name} predicts {list(self.model.classes)}"
+            raise ValueError(f"voice model {self.model.name} predicts {list(classes)}"
                              f", without {missing} of {list(S.EMOTIONS)}")
-        self.class_order = np.asarray([self.model.classes.index(e) for e in S.EMOTIONS])
-        self.window = round(config.window_s * SAMPLE_RATE)
-        logger.info("VoiceEmotion model %s on %s", self.model.name, self.model.device)
+        return np.asarray([classes.index(e) for e in S.EMOTIONS])
 
     def _windows(self, audio: np.ndarray, audio_start: float, starts: np.ndarray) -> np.ndarray:
         out = np.zeros((len(starts), self.window), np.float32)
@@ -86,11 +105,12 @@ class VoiceEmotion:
         # whole window, so a window holding any gets NaN outputs, like a row without audio.
         intact = np.isfinite(stacked).all(axis=1)
         usable = stacked[intact]
-        parts = [voice_emotion.predict(self.model, usable[i:i + self.config.max_batch])
+        model, order = self.model, self.class_order
+        parts = [voice_emotion.predict(model, usable[i:i + self.config.max_batch])
                  for i in range(0, len(usable), self.config.max_batch)]
-        dim = self.model.config.embed_dim
+        dim = model.config.embed_dim
         computed = {
-            S.VOICE_PROBS: (np.concatenate([p.probs[:, self.class_order] for p in parts])
+            S.VOICE_PROBS: (np.concatenate([p.probs[:, order] for p in parts])
                             if parts else np.zeros((0, len(S.EMOTIONS)), np.float32)),
             S.VOICE_VALENCE: (np.concatenate([p.valence for p in parts]) if parts
                               else np.zeros(0, np.float32)),

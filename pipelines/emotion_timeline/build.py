@@ -85,15 +85,13 @@ def build(
     """The lazy dataset of written clip rows (``CLIP_SCHEMA``); consuming it runs the job."""
     storage_options = config.storage.storage_options()
     res = config.resources
-    detector_res, emotion_res, voice_res = res.detector, res.emotion, res.voice_emotion
+    detector_res, emotion_res = res.detector, res.emotion
     if gpus:
-        detector_res, emotion_res, voice_res = (
-            r.model_copy(update={"num_gpus": res.gpu_share})
-            for r in (detector_res, emotion_res, voice_res))
+        detector_res, emotion_res = (r.model_copy(update={"num_gpus": res.gpu_share})
+                                     for r in (detector_res, emotion_res))
     # Start no more detector actors than fit beside a decoder and the small actors: actors
     # hold their CPUs, and a pool that cannot start deadlocks the job on a small node.
-    room = cpus - res.decode.num_cpus - emotion_res.num_cpus - (
-        voice_res.num_cpus if models.voice_checkpoint is not None else 0.0)
+    room = cpus - res.decode.num_cpus - emotion_res.num_cpus
     fit = max(1, int(room // detector_res.num_cpus)) if detector_res.num_cpus else 1
     low, high = detector_res.actors
     detector_res = detector_res.model_copy(update={"actors": (min(low, fit), max(high, 1))})
@@ -104,12 +102,13 @@ def build(
     ds = ds.map(make_stage_fn(storage_options, config.staging_dir), **decode_args)
     ds = ds.map(make_probe_fn(), **decode_args)
     ds = ds.flat_map(make_decode_fn(config.decode), **decode_args)
+    # Instances (not classes) with the decoder's resources run as stateless tasks that Ray
+    # fuses into the decode task: no actor holds a CPU idle and the chunks' frames do not
+    # cross the object store again.  Voice emotion first: VoiceFeatures drops the audio.
     if models.voice_checkpoint is not None:
-        # Before VoiceFeatures, which drops the audio.
-        ds = apply_map_batches(ds, VoiceEmotion, voice_res, fn_constructor_kwargs={
-            "config": VoiceEmotionConfig(checkpoint=models.voice_checkpoint,
-                                         window_s=config.window_s, hop_s=config.hop_s)})
-    # An instance (not the class) runs as stateless tasks: no actor holds a CPU idle.
+        ds = apply_map_batches(ds, VoiceEmotion(VoiceEmotionConfig(
+            checkpoint=models.voice_checkpoint, window_s=config.window_s,
+            hop_s=config.hop_s)), res.voice)
     ds = apply_map_batches(ds, VoiceFeatures(config.voice), res.voice)
     ds = apply_map_batches(ds, FaceDetector, detector_res,
                            fn_constructor_kwargs={"config": config.detector})

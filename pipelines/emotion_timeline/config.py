@@ -28,11 +28,12 @@ class ResourcesConfig(BaseModel):
     # 2-CPU machine; larger numbers deadlock small nodes (actors hold their CPUs).
     # Staging, probing and decoding fuse into one task per clip (decord or PyAV + one ffmpeg).
     decode: StageResources = StageResources(num_cpus=0.5)
-    # Voice features are cheap numpy/torch on 16 kHz audio.  The decoder's CPU share and no
-    # batch size (whatever the decoder's blocks hold), so Ray fuses them into the decode
-    # task: a separate stage would copy every chunk's frames through the object store once
-    # more (measured: a 10-minute recording's peak 6.5 -> 5.4 GiB together with the smaller
-    # budgets below).
+    # Voice emotion (the voice CNN, ~10 ms per chunk) and voice features (cheap numpy/torch
+    # on 16 kHz audio): the decoder's CPU share and no batch size (whatever the decoder's
+    # blocks hold), so Ray fuses them into the decode task: a separate stage would copy
+    # every chunk's frames through the object store once more (measured: a 10-minute
+    # recording's peak 6.5 -> 5.4 GiB together with the smaller budgets below; the voice
+    # CNN as an actor of its own queued 2.7 GiB of frames in front of it on a busy node).
     voice: StageResources = StageResources(num_cpus=0.5)
     # MTCNN dominates the cost: one chunk (50 frames) per call.  Ray gives an actor one
     # torch thread per whole CPU it reserves (at least one), so half-CPU actors run one
@@ -42,11 +43,6 @@ class ResourcesConfig(BaseModel):
     detector: StageResources = StageResources(num_cpus=0.5, batch_size=1, actors=(2, 8))
     # The emotion CNN is tiny: a light actor batching several chunks' faces.
     emotion: StageResources = StageResources(num_cpus=0.25, batch_size=4, actors=(1, 1))
-    # The voice CNN (every run but fusion=face_only) is small too; same reasoning.  With the
-    # decoder (0.5), the emotion actor (0.25) and two detectors (1.0) it fills a 2-CPU node;
-    # build() starts no more detectors than fit beside it, and the timeline and writer tasks
-    # run once decoding has freed its share.
-    voice_emotion: StageResources = StageResources(num_cpus=0.25, batch_size=4, actors=(1, 1))
     # Timeline building and writing are per clip, on small rows.
     timeline: StageResources = StageResources(num_cpus=0.25)
     writer: StageResources = StageResources(num_cpus=0.25, batch_size=8)
