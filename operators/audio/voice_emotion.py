@@ -53,7 +53,7 @@ class VoiceEmotion:
     ``VOICE_PROBS`` (n×7, columns in ``EMOTIONS`` order, mapped by class name),
     ``VOICE_VALENCE``, ``VOICE_AROUSAL`` (n,) and ``VOICE_FEATURES``
     (n×D).  Windows are zero-padded to ``window_s`` at the end of the audio; rows without
-    audio get n×… arrays of NaN (missing, never invented).
+    audio, and windows holding damaged (NaN) samples, get NaN (missing, never invented).
     Resources: given as an instance it runs as a stateless task fused into the decode task
     (the job does this: the model is ~0.4 MB and ~10 ms per chunk on one CPU thread, so an
     actor of its own would only cost a process and a second trip of every chunk's frames
