@@ -25,7 +25,7 @@ from operators import schema as S
 from operators.io.files import is_remote
 from operators.io.write_outputs import CLIPS_DIR, TIMELINES_DIR
 from pipelines.emotion_timeline.build import ResolvedModels, build, make_writer
-from pipelines.emotion_timeline.config import TimelineJobConfig, load_config
+from pipelines.emotion_timeline.config import TimelineJobConfig, cli_overrides, load_config
 
 logger = logging.getLogger("emoray.run")
 
@@ -167,17 +167,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    if args.address:
-        overrides.append(f"address={args.address}")
-    if args.tracking_uri:
-        overrides.append(f"tracking.uri={args.tracking_uri}")
-    if args.face_model:
-        overrides.append(f"face_model={args.face_model}")
-    if args.fusion:
-        overrides.append(f"fusion={args.fusion}")
-    if args.voice_model:
-        overrides.append(f"voice_model={args.voice_model}")
+    overrides = cli_overrides(args, {
+        "address": "address", "tracking_uri": "tracking.uri", "face_model": "face_model",
+        "fusion": "fusion", "voice_model": "voice_model"})
     try:
         config = load_config(args.config, overrides)
         result = run(args.input, args.out, config)

@@ -167,3 +167,16 @@ def load_config(
                 raise ValueError(f"override {item!r}: {part!r} is not a section")
         node[leaf] = yaml.safe_load(raw)
     return model.model_validate(data)
+
+
+def cli_overrides(args: Any, flags: dict[str, str]) -> list[str]:
+    """A job command's ``--set`` overrides followed by its shortcut flags that were given:
+    ``flags`` maps an argparse attribute (``tracking_uri``) to its config key
+    (``tracking.uri``); the shortcuts come last, so they win over a ``--set`` of the same
+    key."""
+    overrides = list(args.overrides)
+    for attribute, key in flags.items():
+        value = getattr(args, attribute, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return overrides

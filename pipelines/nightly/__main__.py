@@ -34,6 +34,7 @@ from operators import schema as S
 from operators.io.files import is_remote, open_fs
 from pipelines.emotion_timeline.__main__ import _record_failures, resolve_models
 from pipelines.emotion_timeline.build import make_writer
+from pipelines.emotion_timeline.config import cli_overrides
 from pipelines.nightly.build import build
 from pipelines.nightly.config import NightlyJobConfig, load_nightly_config
 from pipelines.nightly.state import (
@@ -172,11 +173,7 @@ def print_plan(result: NightlyResult) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    if args.address:
-        overrides.append(f"address={args.address}")
-    if args.tracking_uri:
-        overrides.append(f"tracking.uri={args.tracking_uri}")
+    overrides = cli_overrides(args, {"address": "address", "tracking_uri": "tracking.uri"})
     if args.limit is not None and args.limit < 0:
         logger.error("--limit must be >= 0")
         return 2

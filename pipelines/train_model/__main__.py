@@ -23,6 +23,7 @@ from infra import ray_cluster
 from infra.logs import setup_logging
 from infra.tracking import TrackingConfig, resolve_model_file
 from operators.io.files import is_remote
+from pipelines.emotion_timeline.config import cli_overrides
 from pipelines.train.metrics import classification_report
 from pipelines.train_model.build import (
     evaluate_checkpoint,
@@ -51,11 +52,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    if args.tracking_uri:
-        overrides.append(f"tracking.uri={args.tracking_uri}")
-    if args.address:
-        overrides.append(f"address={args.address}")
+    overrides = cli_overrides(args, {"tracking_uri": "tracking.uri", "address": "address"})
     try:
         config = load_train_config(args.config, overrides)
         result = train(config, promote=args.promote)
@@ -136,7 +133,7 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides) + ([f"address={args.address}"] if args.address else [])
+    overrides = cli_overrides(args, {"address": "address"})
     try:
         config = load_train_config(args.config, overrides)
         written = prepare(config, args.out)
