@@ -46,10 +46,17 @@ import pandas as pd
 from models import face_emotion, voice_emotion
 from models.voice_emotion import PROSODY_FEATURES, prosody_vector
 from operators.audio.extract_audio import SAMPLE_RATE
-from operators.fusion.build_timeline import CIRCUMPLEX
+from operators.fusion.build_timeline import _MIN_PROB, CIRCUMPLEX
 from operators.schema import AROUSAL, EMOTIONS, URI, VALENCE
 from pipelines.train import datasets as D
-from pipelines.train_model.prepare import loudest_windows
+from pipelines.train.metrics import (
+    ACCURACY,
+    MACRO,
+    classification_report,
+    confusion_matrix,
+    plot_confusion_matrix,
+)
+from pipelines.train_model.prepare import loudest_windows, read_prepared
 from pipelines.train_model.tasks import (
     FACE_FEATURES,
     FACE_MASK,
@@ -62,6 +69,9 @@ logger = logging.getLogger(__name__)
 
 FACE_ROWS = "face_rows"
 FACE_PROBS, VOICE_PROBS = "face_probs", "voice_probs"
+# The untrained rules measured by rule_reports, in report order.
+FACE_ONLY, VOICE_ONLY, PRODUCT, MEAN = "face only", "voice only", "product", "mean"
+RULES: tuple[str, ...] = (FACE_ONLY, VOICE_ONLY, PRODUCT, MEAN)
 _ACTIVITY = PROSODY_FEATURES.index("voice_activity_ratio")
 
 
@@ -228,11 +238,55 @@ def write_paired_corpus(fer2013_uri: str, ravdess_root: str, out: str | Path,
         written[split] = path
     return written
 
+def rule_probs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each untrained rule's class probabilities (N, 7) for paired rows carrying
+    :data:`FACE_PROBS` (frames × 7) and :data:`VOICE_PROBS` (7).
+
+    ``face only`` is the mean over the frames (as the timeline averages a window's frames),
+    ``voice only`` the voice model's, ``product`` the renormalised product of the two (the
+    timeline job's default rule, computed the same way: in log space with its probability
+    floor, so two confident models that disagree cannot give 0/0), ``mean`` their average.
+    Raises KeyError when a probability column is missing (a corpus written without them).
+    """
+    face = np.stack([np.stack(f) for f in frame[FACE_PROBS]]).astype(np.float64).mean(axis=1)
+    voice = np.stack(frame[VOICE_PROBS].to_numpy()).astype(np.float64)
+    log_p = np.log(np.maximum(face, _MIN_PROB)) + np.log(np.maximum(voice, _MIN_PROB))
+    product = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+    return {FACE_ONLY: face, VOICE_ONLY: voice,
+            PRODUCT: product / product.sum(axis=1, keepdims=True), MEAN: (face + voice) / 2}
+
+
+def rule_reports(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """:func:`pipelines.train.metrics.classification_report` of each rule of
+    :func:`rule_probs` against the rows' ``label``, in :data:`RULES` order."""
+    labels = frame[D.LABEL].to_numpy()
+    return {rule: classification_report(labels, probs)
+            for rule, probs in rule_probs(frame).items()}
+
+
+def report(val_uri: str, confusion_png: str | None = None) -> str:
+    """The untrained rules on a written split (``val.parquet``): a side-by-side table of
+    accuracy and macro-F1, then each rule's per-class table, as text.  With
+    ``confusion_png``, the product rule's confusion matrix is drawn there."""
+    frame = read_prepared(val_uri)
+    reports = rule_reports(frame)
+    lines = [f"{val_uri}: {len(frame)} samples", f"{'rule':<12} accuracy  macro-F1"]
+    lines += [f"{rule:<12} {table.loc[ACCURACY, 'f1']:.3f}     {table.loc[MACRO, 'f1']:.3f}"
+              for rule, table in reports.items()]
+    for rule, table in reports.items():
+        lines += ["", rule, table.round(3).to_string()]
+    if confusion_png:
+        cm = confusion_matrix(frame[D.LABEL].to_numpy(), rule_probs(frame)[PRODUCT])
+        plot_confusion_matrix(cm, EMOTIONS, confusion_png,
+                              title="paired val: decision-level product")
+        lines += ["", f"confusion matrix: {confusion_png}"]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipelines.train.paired``: write the paired corpus for the fusion config
-    (``pipelines/train_model/configs/fusion_paired.yaml``) from the shared corpora."""
+    (``pipelines/train_model/configs/fusion_paired.yaml``) from the shared corpora, or with
+    ``--report`` measure the untrained rules on a written split (:func:`report`)."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.train.paired",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="../shared/data",
@@ -243,8 +297,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--voice-model", default=None,
                         help="voice checkpoint (default: the shipped voice model)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report", metavar="PARQUET", default=None,
+                        help="instead of building: measure the untrained rules (face only, "
+                             "voice only, product, mean) on a written split, e.g. "
+                             "data/paired/val.parquet")
+    parser.add_argument("--confusion", metavar="PNG", default=None,
+                        help="with --report: draw the product rule's confusion matrix here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.report:
+        print(report(args.report, args.confusion))
+        return 0
+    if args.confusion:
+        parser.error("--confusion needs --report")
     data = Path(args.data)
     written = write_paired_corpus(
         str(data / "fer2013.csv.gz"), str(data / "ravdess_speech_16k"), args.out,

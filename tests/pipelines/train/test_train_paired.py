@@ -91,3 +91,48 @@ def test_voice_windows_skip_silence_and_voice_table_on_real_speech(ravdess_root)
     assert np.allclose(probs.sum(axis=1), 1, atol=1e-5) and feats.shape[1] == 128
     assert table["speaking"].between(0.2, 1).all()  # espeak speech fills most of each window
     assert (table[D.END_S] - table[D.START_S]).eq(1.0).all()
+
+
+def _rule_frame() -> pd.DataFrame:
+    """Two samples where the rules disagree.  Sample 0: frames averaging to face
+    (0.5, 0.4, 0.1), voice (0.1, 0.2, 0.7): the product (0.05, 0.08, 0.07) / 0.2 picks class 1,
+    which neither model nor their mean (0.3, 0.3, 0.4) picks.  Sample 1: certain face (class 3)
+    and certain voice (class 4) that disagree: the raw product is 0 everywhere."""
+    face0 = np.zeros((2, 7))
+    face0[0, :3], face0[1, :3] = (0.6, 0.3, 0.1), (0.4, 0.5, 0.1)
+    voice0 = np.zeros(7)
+    voice0[:3] = (0.1, 0.2, 0.7)
+    # rows of frames as lists, as paired_frame writes them (Parquet needs 1-D list items)
+    return pd.DataFrame({paired.FACE_PROBS: [list(face0), list(np.eye(7)[[3, 3]])],
+                         paired.VOICE_PROBS: [voice0, np.eye(7)[4]], D.LABEL: [1, 4]})
+
+
+def test_rules_average_frames_and_renormalise_the_product():
+    probs = paired.rule_probs(_rule_frame())
+    assert list(probs) == list(paired.RULES)
+    assert probs[paired.FACE_ONLY][0, :3] == pytest.approx([0.5, 0.4, 0.1])
+    assert probs[paired.PRODUCT][0, :3] == pytest.approx([0.25, 0.4, 0.35])
+    assert probs[paired.MEAN][0, :3] == pytest.approx([0.3, 0.3, 0.4])
+    assert [int(p[0].argmax()) for p in probs.values()] == [0, 2, 1, 2]
+    # disagreeing certainties: finite, renormalised, split between the two classes
+    assert np.isfinite(probs[paired.PRODUCT]).all()
+    assert np.allclose(probs[paired.PRODUCT].sum(axis=1), 1)
+    assert probs[paired.PRODUCT][1, [3, 4]] == pytest.approx([0.5, 0.5])
+    reports = paired.rule_reports(_rule_frame())
+    assert [reports[r].loc["accuracy", "f1"] for r in paired.RULES] == [0.0, 0.5, 0.5, 0.0]
+    assert EMOTIONS[3:5] == ("happy", "sad")
+    assert reports[paired.PRODUCT].loc["sad", "recall"] == 0  # sample 1: sad → happy
+    assert reports[paired.PRODUCT].loc["disgust", "recall"] == 1  # sample 0 (label 1) → 1
+
+
+def test_report_reads_a_written_split_and_draws_the_product_confusion(tmp_path):
+    path = tmp_path / "val.parquet"
+    _rule_frame().to_parquet(path, index=False)
+    png = tmp_path / "confusion.png"
+    assert paired.main(["--report", str(path), "--confusion", str(png)]) == 0
+    text = paired.report(str(path))
+    assert text.splitlines()[2:6] == ["face only    0.000     0.000",
+                                      "voice only   0.500     0.333",
+                                      "product      0.500     0.333",
+                                      "mean         0.000     0.000"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
