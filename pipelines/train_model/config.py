@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from infra.storage import StorageConfig
 from infra.tracking import TrackingConfig
+from operators.io.files import is_remote
 from pipelines.emotion_timeline.config import load_config
 
 Task = Literal["face", "voice", "fusion", "temporal"]
@@ -69,6 +70,15 @@ class DataSource(_Frozen):
     # build_timeline.CIRCUMPLEX) where the corpus has none (RAVDESS): the heads then learn
     # where each category sits, which also regularises the shared embedding.
     va_targets: Literal["corpus", "circumplex"] = "corpus"
+
+    @field_validator("uri", "fer2013_uri")
+    @classmethod
+    def _absolute(cls, uri: str | None) -> str | None:
+        """Relative local paths are taken from the directory the command runs in, here on
+        the driver: Ray Train's workers run elsewhere (their own working directory)."""
+        if uri is None or is_remote(uri):
+            return uri
+        return str(Path(uri).expanduser().absolute())
 
     @model_validator(mode="after")
     def _ferplus_needs_images(self) -> DataSource:

@@ -46,3 +46,13 @@ def test_overrides_and_defaults():
 def test_mistakes_are_named(override, message):
     with pytest.raises(ValidationError, match=message):
         load_train_config(CONFIGS / "face_fer2013.yaml", [override])
+
+
+def test_relative_data_paths_are_resolved_on_the_driver(tmp_path, monkeypatch):
+    # Ray Train's workers do not run in the command's directory: a relative path (as the
+    # example configs use) must already be absolute in the config they receive.
+    monkeypatch.chdir(tmp_path)
+    config = load_train_config(CONFIGS / "fusion_paired.yaml",
+                               ["data.val.uri=s3://bucket/paired/val.parquet"])
+    assert config.data.train.uri == str(tmp_path / "data" / "paired" / "train.parquet")
+    assert config.data.val.uri == "s3://bucket/paired/val.parquet"
