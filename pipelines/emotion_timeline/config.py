@@ -74,8 +74,8 @@ class TimelineJobConfig(BaseModel):
     # How face and voice combine per window:
     #   product   (default) the face model's probabilities times the voice model's where
     #             there is speech, renormalised: no weights.  It won on the paired validation
-    #             split (acc 0.746 vs face only 0.613, trained attention-bilinear 0.664;
-    #             models/fusion/MODEL_CARD.md); that corpus pairs unrelated faces and voices
+    #             split (acc 0.782 vs face only 0.618, voice only 0.574, trained attention-bilinear
+    #             0.732; models/fusion/MODEL_CARD.md); that corpus pairs unrelated faces and voices
     #             by label, it is not audio-visual data.
     #   learnt    a trained fusion model (fusion_model, required) on both models' features.
     #   face_only no voice model: categories from the face alone (voice features still
