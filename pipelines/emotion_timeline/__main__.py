@@ -98,8 +98,10 @@ def run(input_spec: str, out: str, config: TimelineJobConfig) -> JobResult:
             ds = build(config, inputs, out, run_id=run_id, models=models,
                        gpus=ray_cluster.cluster_has_gpus(),
                        cpus=ray.cluster_resources().get("CPU", 1.0))
-            clips = _record_failures(inputs, ds.to_pandas(),
-                                     make_writer(config, out, run_id, models))
+            with ray_cluster.BlockErrors() as dropped:
+                rows = ds.to_pandas()
+            clips = _record_failures(inputs, rows, make_writer(config, out, run_id, models),
+                                     dropped.errors)
             wall = time.perf_counter() - started
             video = float(clips[S.DURATION_S].fillna(0).sum())
             result = JobResult(clips=clips, run_id=run_id, wall_s=wall, video_s=video,
@@ -123,9 +125,10 @@ _USABLE = {S.Status.OK.value, S.Status.NO_FACE.value, S.Status.NO_AUDIO.value,
            S.Status.PARTIAL.value}
 
 
-def _record_failures(inputs, clips: pd.DataFrame, writer) -> pd.DataFrame:
-    """Give every input without a clip row (its work failed on every retry) a `failed` row,
-    so each input ends in exactly one terminal status."""
+def _record_failures(inputs, clips: pd.DataFrame, writer,
+                     dropped: list[ray_cluster.BlockError]) -> pd.DataFrame:
+    """Give every input without a clip row (its work failed on every retry) a `failed` row
+    naming the reason, so each input ends in exactly one terminal status."""
     if clips[S.URI].duplicated().any():
         raise RuntimeError(f"duplicate clip rows: {clips[S.URI][clips[S.URI].duplicated()]}")
     done = set(clips[S.URI]) if len(clips) else set()
@@ -133,16 +136,38 @@ def _record_failures(inputs, clips: pd.DataFrame, writer) -> pd.DataFrame:
     if missing and len(missing) == len(inputs) > 1:
         raise RuntimeError("every clip failed in the workers: that is a bug or an "
                            "infrastructure fault, not bad input (see the Ray logs above)")
+    reason = failure_reason(dropped)
     rows = []
     for ref in missing:
-        logger.error("%s: no result after retries; recording it as failed", ref.uri)
-        rows.append(writer.write_failed(
-            clip_id_for(ref.uri), ref.uri,
-            "processing failed on every retry (a worker crashed or raised); see the Ray logs"))
+        logger.error("%s: no result after retries (%s); recording it as failed", ref.uri, reason)
+        rows.append(writer.write_failed(clip_id_for(ref.uri), ref.uri, reason))
     if not rows:
         return clips
     failed = pd.DataFrame(rows)
     return pd.concat([clips, failed], ignore_index=True) if len(clips) else failed
+
+
+# What a killed worker looks like to the driver, in a user's words.
+_WORKER_DIED = ("WorkerCrashedError", "OutOfMemoryError", "NodeDiedError")
+
+
+def failure_reason(dropped: list[ray_cluster.BlockError]) -> str:
+    """The `failed` message: which stages' task failed on every retry and with what.  A lost
+    task's error does not name its clip, so the errors are the run's: exact when every
+    dropped block failed alike, else listed as the candidates."""
+    head = "processing failed on every retry"
+    if not dropped:
+        return f"{head}; no error reached the driver (see the Ray logs)"
+    described = list(dict.fromkeys(error.describe() for error in dropped))
+    hint = ""
+    if any(error.error_type in _WORKER_DIED for error in dropped):
+        hint = (" (the worker process died: killed, out of memory, or a crash in native code "
+                "such as a decoder)")
+    if len(described) == 1:
+        return f"{head}{hint}: {described[0]}"
+    shown = "; ".join(described[:3]) + (f"; and {len(described) - 3} more"
+                                         if len(described) > 3 else "")
+    return f"{head}{hint}; this run's failed tasks: {shown}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,6 +4,7 @@ crash or the OOM killer would do).  The clip is retried; if every retry dies it 
 
 from __future__ import annotations
 
+import math
 import shutil
 import threading
 import time
@@ -69,14 +70,26 @@ def _run_with_killer(inputs: Path, out: Path, limit: int | None):
     return killer, clips
 
 
+def _assert_complete(clips: pd.DataFrame, timelines: pd.DataFrame, name: str, status: str):
+    """The clip ended as ``status`` with a timeline window every hop over its whole length."""
+    row = clips.loc[name]
+    assert row[S.STATUS] == status, (name, row[S.ERROR])
+    # Windows start every 0.5 s hop from 0 to the last sampled frame (5 fps).
+    expected = math.floor((math.ceil(row[S.DURATION_S] * 5 - 1e-9) - 1) / 5 / 0.5 + 1e-9) + 1
+    assert row[S.WINDOWS] == expected, name
+    own = timelines[timelines[S.CLIP_ID] == row[S.CLIP_ID]]
+    assert own[S.WINDOW_INDEX].nunique() == expected, name
+
+
 def test_killed_worker_is_retried_and_the_clip_completes(inputs, ray_local, tmp_path):
     killer, clips = _run_with_killer(inputs, tmp_path / "out", limit=1)
     assert len(killer.killed) == 1
     assert len(clips) == 3
-    long = clips.loc["long_session.mp4"]
-    assert long[S.STATUS] == "ok", long[S.ERROR]
-    assert long[S.WINDOWS] == pytest.approx(30 / 0.5, abs=1)
     timelines = pd.read_parquet(tmp_path / "out" / "timelines")
+    assert clips.loc["long_session.mp4", S.WINDOWS] == pytest.approx(30 / 0.5, abs=1)
+    for name, status in (("long_session.mp4", "ok"), ("face_speech.mp4", "ok"),
+                         ("no_face.mp4", "no_face")):
+        _assert_complete(clips, timelines, name, status)
     assert not timelines.duplicated([S.CLIP_ID, S.TRACK_ID, S.WINDOW_INDEX]).any()
 
 
@@ -85,9 +98,14 @@ def test_clip_killing_every_worker_ends_failed_and_others_complete(inputs, ray_l
     assert len(killer.killed) >= 2  # the first attempt and at least one retry
     assert len(clips) == 3
     long = clips.loc["long_session.mp4"]
-    assert long[S.STATUS] == "failed" and "every retry" in long[S.ERROR]
-    assert clips.loc["face_speech.mp4", S.STATUS] == "ok"
-    assert clips.loc["no_face.mp4", S.STATUS] == "no_face"
+    assert long[S.STATUS] == "failed"
+    # The reason names the stages whose task died and how (Ray's error for a killed worker).
+    assert long[S.ERROR].startswith("processing failed on every retry (the worker process "
+                                    "died"), long[S.ERROR]
+    assert "decode" in long[S.ERROR] and "WorkerCrashedError" in long[S.ERROR], long[S.ERROR]
+    timelines = pd.read_parquet(tmp_path / "out" / "timelines")
+    _assert_complete(clips, timelines, "face_speech.mp4", "ok")
+    _assert_complete(clips, timelines, "no_face.mp4", "no_face")
     written = pd.read_parquet(tmp_path / "out" / "clips")
     assert set(written[S.STATUS]) == {"ok", "no_face", "failed"}
     assert not (tmp_path / "out" / "timelines" / f"{long[S.CLIP_ID]}.parquet").exists()
