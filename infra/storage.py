@@ -2,7 +2,9 @@
 
 S3 goes through s3fs with the standard AWS environment (``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``,
 …) plus an optional endpoint override, so MinIO, Ceph, R2 or a local test server work the
-same as AWS.  Operators receive the resulting fsspec ``storage_options``, not this config.
+same as AWS.  Operators receive the resulting fsspec ``storage_options``, not this config: the
+client timeouts and retry policy travel in them, so every client built from them (the driver's
+listing, the workers' staging reads and Parquet writes) gets the same ones.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from operators.io.files import open_fs
 
@@ -29,13 +31,40 @@ _MANIFEST_SUFFIXES = (".txt", ".csv", ".lst")
 
 class StorageConfig(BaseModel):
     """How to reach object storage.  ``endpoint_url`` overrides AWS's (e.g. a MinIO server);
-    when unset, ``$AWS_ENDPOINT_URL_S3`` / ``$AWS_ENDPOINT_URL`` are honoured."""
+    when unset, ``$AWS_ENDPOINT_URL_S3`` / ``$AWS_ENDPOINT_URL`` are honoured.
+
+    Timeouts and retries go to botocore (``botocore.config.Config`` through s3fs's
+    ``config_kwargs``).  ``read_timeout_s`` is the longest wait for the next bytes of a response
+    (aiohttp's ``sock_read``), not a limit on a whole transfer.  Each request is tried up to
+    ``max_attempts`` times, the first included; ``standard`` mode retries throttling
+    (``SlowDown``), 500/502/503/504, timeouts and dropped connections after a random wait of
+    up to 1, 2, 4, … s (at most 20 s), and ``adaptive`` also slows the client's own request
+    rate after throttling.  On top of that, s3fs itself (5 tries, fixed in s3fs) repeats a
+    call that still ends in a timeout, a dropped connection or ``SlowDown``, and repeats a
+    ranged read again around that (it also covers a body that stalls after the headers): an
+    object that never answers is tried up to 25 × ``max_attempts`` times before its clip
+    becomes a ``read_error``.  Failed connections and 500/503s other than ``SlowDown`` get
+    botocore's attempts only; 403 and 404 are not retried.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     endpoint_url: str | None = None
     region: str | None = None
     anon: bool = False
+    # A TCP/TLS handshake with S3 takes milliseconds: 10 s rides out a congested link without
+    # waiting botocore's 60 s on an endpoint that is down.
+    connect_timeout_s: float = Field(10.0, gt=0)
+    # S3 sends a response's first bytes within about a second even for a multi-GB object, and
+    # this is an idle limit, not one on the transfer: 60 s (the AWS SDKs' usual socket
+    # timeout) fires only on a connection that has stalled, even on a slow link.
+    read_timeout_s: float = Field(60.0, gt=0)
+    # 500/503s other than SlowDown are retried by botocore alone: 5 tries (waits of up to
+    # 1 + 2 + 4 + 8 s) ride out a short burst of them, where botocore's standard 3 may not.
+    max_attempts: int = Field(5, ge=1)
+    # "standard": exponential backoff with full jitter, so many workers retrying at once do not
+    # come back in lockstep; "adaptive" adds client-side rate limiting (for heavy throttling).
+    retry_mode: Literal["standard", "adaptive"] = "standard"
 
     def storage_options(self) -> dict[str, dict[str, Any]]:
         """fsspec options per protocol, handed to operators."""
@@ -49,7 +78,13 @@ class StorageConfig(BaseModel):
             client_kwargs["endpoint_url"] = endpoint
         if self.region:
             client_kwargs["region_name"] = self.region
-        s3 = {"anon": self.anon, "client_kwargs": client_kwargs}
+        config_kwargs = {
+            "connect_timeout": self.connect_timeout_s,
+            "read_timeout": self.read_timeout_s,
+            # botocore's own "max_attempts" key counts retries only; this one counts every try
+            "retries": {"total_max_attempts": self.max_attempts, "mode": self.retry_mode},
+        }
+        s3 = {"anon": self.anon, "client_kwargs": client_kwargs, "config_kwargs": config_kwargs}
         return {"s3": s3, "s3a": s3}
 
 

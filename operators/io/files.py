@@ -43,7 +43,7 @@ def join(base: str, *parts: str) -> str:
 def download(uri: str, storage_options: StorageOptions, dest: Path) -> None:
     """Stream the object ``uri`` to the local file ``dest`` (8 MiB at a time, never whole in
     memory), atomically: ``dest`` appears complete or not at all.  Storage errors propagate as
-    ``OSError`` subclasses (``FileNotFoundError``, ``PermissionError``, …)."""
+    ``OSError`` subclasses (``FileNotFoundError``, ``PermissionError``, ``TimeoutError``, …)."""
     fs, path = open_fs(uri, storage_options)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
@@ -51,6 +51,13 @@ def download(uri: str, storage_options: StorageOptions, dest: Path) -> None:
         with fs.open(path, "rb") as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, length=8 << 20)
         os.replace(tmp, dest)
+    except IndexError as exc:
+        # s3fs's ranged read reads ``args[0]`` of the argument-less timeout fsspec raises
+        # when a body stalls on every try, turning a timeout into an IndexError.
+        if isinstance(exc.__context__, TimeoutError):
+            raise TimeoutError(f"timed out reading {uri}: the body stalled on every "
+                               "retry") from exc.__context__
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

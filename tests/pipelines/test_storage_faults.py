@@ -1,16 +1,23 @@
 """Storage faults: the timeline job over a real S3 server (moto) reached through a
 fault-injecting HTTP proxy on 127.0.0.1 (``tests/fixtures/faulty_s3_proxy.py``).
 
-One run of the job covers every case, each input named for its fault:
+One run of the job, with ``storage.read_timeout_s`` set to 2 s, covers every case but one,
+each input named for its fault:
 
 * ``in/transient.mp4``: its first two GETs answer ``503 SlowDown`` → retried, ``ok``;
-* ``in/slow.mp4``: every request held 1.5 s before it is answered → ``ok``;
+* ``in/slow.mp4``: every request held 1 s (under the read timeout) → waited out, ``ok``;
+* ``in/stalled_once.mp4``: its first GET never answered → timed out, retried, ``ok``;
 * ``in/denied.mp4``: ``403 AccessDenied`` on every HEAD and GET → ``read_error``, "access denied";
 * ``in/missing.mp4``: listed in the manifest, never uploaded → ``read_error``, "not found";
 * ``in/../../escape.mp4`` and ``/abs/escape.mp4`` (S3 keys may hold dot segments and a leading
   '/'), and a local ``..escape.mp4`` listed as ``sub/../..escape.mp4``: outputs stay under
   ``OUT/clips`` and ``OUT/timelines``, named by clip id;
-* the first PUT of a clip row answers ``500 InternalError`` → retried, every row written.
+* the first PUT of a clip row answers ``500 InternalError`` → retried, every row written;
+* the first PUT of a timeline is never answered → timed out, retried, every timeline written.
+
+The case left out, ``in/hung.mp4`` whose every GET goes unanswered, costs 25 × max_attempts
+tries of a read timeout each (``infra.storage.StorageConfig``): a second, small run gives it
+one attempt of 0.5 s, with one clip beside it → ``read_error`` (a timeout), the other ``ok``.
 
 While it runs, a reader lists and parses every object under ``out/``; the driver's logging is
 captured at DEBUG (with the entry point's logger levels) and, afterwards, Ray's log files are
@@ -48,7 +55,9 @@ from pipelines.emotion_timeline.config import load_config
 pytestmark = pytest.mark.integration
 
 BUCKET = "storage-faults"
-SLOW_S = 1.5
+READ_TIMEOUT_S = 2.0
+SLOW_S = 1.0  # well under READ_TIMEOUT_S, even on a loaded machine
+STALL_S = 60.0  # far beyond any read timeout here: the client always gives up first
 # Distinctive credentials for the driver during the run (the server accepts any).  Ray's
 # workers keep the ones they inherited when Ray started (conftest's): both must stay unlogged.
 DRIVER_KEY_ID = "AKIAEMORAYFAULTS0001"
@@ -57,6 +66,7 @@ DRIVER_SECRET = "emoray-secret-XYZ-0f3c9a7d2b1e4c6a"
 S3_INPUTS = {
     "in/transient.mp4": "face_speech",
     "in/slow.mp4": "face_silence",
+    "in/stalled_once.mp4": "face_silence",
     "in/../../escape.mp4": "no_face",
     "/abs/escape.mp4": "zero_bytes",
     "in/denied.mp4": "face_speech",  # never delivered
@@ -66,6 +76,7 @@ LOCAL_NAME = "..escape.mp4"  # a local file whose name holds '..' (fixture case 
 EXPECTED_STATUS = {
     "in/transient.mp4": "ok",
     "in/slow.mp4": "ok",
+    "in/stalled_once.mp4": "ok",
     "in/../../escape.mp4": "no_face",
     "/abs/escape.mp4": "empty_file",
     "in/denied.mp4": "read_error",
@@ -181,10 +192,15 @@ def faulty(media, s3_endpoint, ray_local, tmp_path_factory):
             "denied": proxy.add_rule(FaultRule(rf"^{BUCKET}/in/denied\.mp4$",
                                                methods={"HEAD", "GET"}, status=403,
                                                code="AccessDenied")),
+            "stalled_once": proxy.add_rule(FaultRule(rf"^{BUCKET}/in/stalled_once\.mp4$",
+                                                     stall_s=STALL_S, times=1)),
             "put": proxy.add_rule(FaultRule(rf"^{BUCKET}/out/clips/", methods={"PUT"},
                                             status=500, code="InternalError", times=1)),
+            "stalled_put": proxy.add_rule(FaultRule(rf"^{BUCKET}/out/timelines/",
+                                                    methods={"PUT"}, stall_s=STALL_S, times=1)),
         }
         config = load_config(None, [f"storage.endpoint_url={proxy.url}",
+                                    f"storage.read_timeout_s={READ_TIMEOUT_S}",
                                     "tracking.enabled=false", f"staging_dir={staging}"])
         env.setenv("AWS_ACCESS_KEY_ID", DRIVER_KEY_ID)
         env.setenv("AWS_SECRET_ACCESS_KEY", DRIVER_SECRET)
@@ -208,8 +224,8 @@ def faulty(media, s3_endpoint, ray_local, tmp_path_factory):
             "local_dir": local_dir, "staging": staging}
 
 
-def _bucket_keys(s3) -> set[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+def _bucket_keys(s3, bucket: str = BUCKET) -> set[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
     return {o["Key"] for page in pages for o in page.get("Contents", [])}
 
 
@@ -238,6 +254,19 @@ def test_slow_responses_still_succeed(faulty):
     assert row[S.STATUS] == "ok", row[S.ERROR]
     assert faulty["rules"]["slow"].applied >= 2  # the driver's HEAD, the worker's HEAD + GET
     assert row[S.PROCESSING_S] >= SLOW_S  # staging waited for the delayed responses
+    # slower than usual but within the read timeout: waited out, not retried
+    assert faulty["counts"][("GET", f"{BUCKET}/in/slow.mp4")] == 1
+
+
+def test_stalled_read_is_retried_after_the_read_timeout(faulty):
+    row = _row(faulty, "in/stalled_once.mp4")
+    assert row[S.STATUS] == "ok", row[S.ERROR]
+    assert faulty["rules"]["stalled_once"].applied == 1
+    # the unanswered GET, then the retry once the worker's client gave up on it (a plain run
+    # reads an input in one GET, as slow.mp4 shows)
+    assert faulty["counts"][("GET", f"{BUCKET}/in/stalled_once.mp4")] == 2
+    timelines = {k for k in faulty["keys_after"] if k.startswith("out/timelines/")}
+    assert f"out/timelines/{clip_id_for(_s3_uri('in/stalled_once.mp4'))}.parquet" in timelines
 
 
 def test_denied_object_is_a_clear_read_error(faulty):
@@ -262,6 +291,17 @@ def test_failed_output_put_is_retried(faulty):
     assert sorted(clip_puts)[-1] == 2  # the one answered 500, then its retry
     clip_keys = {k for k in faulty["keys_after"] if k.startswith("out/clips/")}
     assert len(clip_keys) == len(EXPECTED_STATUS)
+
+
+def test_stalled_output_put_is_retried(faulty):
+    assert faulty["rules"]["stalled_put"].applied == 1
+    timeline_puts = [n for (method, key), n in faulty["counts"].items()
+                     if method == "PUT" and key.startswith(f"{BUCKET}/out/timelines/")]
+    assert sorted(timeline_puts)[-1] == 2  # the one never answered, then its retry
+    with_timeline = {clip_id_for(_s3_uri(name)) for name, status in EXPECTED_STATUS.items()
+                     if status in ("ok", "no_face")}
+    assert {k for k in faulty["keys_after"] if k.startswith("out/timelines/")} == {
+        f"out/timelines/{clip_id}.parquet" for clip_id in with_timeline}
 
 
 def test_readers_never_see_a_partial_parquet(faulty):
@@ -319,6 +359,54 @@ def test_logs_hold_no_credentials_or_signatures(faulty):
     for name, text in (("driver", driver), ("ray", workers)):
         leaked = [s for s in secrets if s in text]
         assert not leaked, f"{name} logs hold {leaked}"
+
+
+HUNG_BUCKET = "storage-faults-hung"
+HUNG_TIMEOUT_S = 0.5
+# key → fixture case: the hung input (never delivered) and a clip processed beside it
+HUNG_INPUTS = {"in/hung.mp4": "face_speech", "in/neighbour.mp4": "face_silence"}
+
+
+@pytest.fixture(scope="module")
+def hung(media, s3_endpoint, ray_local, tmp_path_factory):
+    """A second run: every GET of ``in/hung.mp4`` goes unanswered.  ``max_attempts=1`` and a
+    0.5 s read timeout keep its 25 tries (s3fs's 5 × 5, see StorageConfig) to ~25 s."""
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket=HUNG_BUCKET)
+    for key, case in HUNG_INPUTS.items():
+        s3.upload_file(str(media[case]), HUNG_BUCKET, key)
+    uris = [f"s3://{HUNG_BUCKET}/{key}" for key in HUNG_INPUTS]
+    s3.put_object(Bucket=HUNG_BUCKET, Key="manifest.txt", Body="\n".join(uris).encode())
+    with FaultyS3Proxy(s3_endpoint) as proxy:
+        rule = proxy.add_rule(FaultRule(rf"^{HUNG_BUCKET}/in/hung\.mp4$", stall_s=STALL_S))
+        config = load_config(None, [f"storage.endpoint_url={proxy.url}",
+                                    f"storage.read_timeout_s={HUNG_TIMEOUT_S}",
+                                    "storage.max_attempts=1", "tracking.enabled=false",
+                                    f"staging_dir={tmp_path_factory.mktemp('staging-hung')}"])
+        result = run(f"s3://{HUNG_BUCKET}/manifest.txt", f"s3://{HUNG_BUCKET}/out", config)
+        gets = proxy.count("GET", f"{HUNG_BUCKET}/in/hung.mp4")
+    return {"clips": result.clips.set_index(S.URI), "rule": rule, "gets": gets,
+            "keys": _bucket_keys(s3, HUNG_BUCKET)}
+
+
+def test_read_that_always_stalls_is_a_timeout_read_error(hung):
+    clips = hung["clips"]
+    assert len(clips) == len(HUNG_INPUTS) and clips.index.is_unique
+    row = clips.loc[f"s3://{HUNG_BUCKET}/in/hung.mp4"]
+    assert row[S.STATUS] == "read_error", row[S.ERROR]
+    assert re.search(r"read timeout", row[S.ERROR], re.IGNORECASE), row[S.ERROR]
+    assert "Traceback" not in row[S.ERROR] and "\n" not in row[S.ERROR]
+    # every try was a real request that went unanswered: 5 (s3fs's ranged read) × 5 (s3fs's
+    # call) × 1 (storage.max_attempts), then the clip gave up; the job did not
+    assert hung["gets"] == hung["rule"].applied == 25
+    neighbour = clips.loc[f"s3://{HUNG_BUCKET}/in/neighbour.mp4"]
+    assert neighbour[S.STATUS] == "ok", neighbour[S.ERROR]
+    ids = {clip_id_for(uri) for uri in clips.index}
+    assert {k for k in hung["keys"] if k.startswith("out/clips/")} == {
+        f"out/clips/{clip_id}.parquet" for clip_id in ids}
+    neighbour_id = clip_id_for(f"s3://{HUNG_BUCKET}/in/neighbour.mp4")
+    assert {k for k in hung["keys"] if k.startswith("out/timelines/")} == {
+        f"out/timelines/{neighbour_id}.parquet"}
 
 
 def test_local_writes_are_temp_then_rename(tmp_path):
