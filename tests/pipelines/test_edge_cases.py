@@ -23,9 +23,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from operators import schema as S
+from operators.io.decode_frames import working_size
 from operators.vision.detect_faces import FaceDetector, FaceDetectorConfig
 from pipelines.emotion_timeline.__main__ import run
 from pipelines.emotion_timeline.config import load_config
+from pipelines.sample_media import build as sample_build
 from pipelines.sample_media.build import CASES, recording_speech_intervals
 from pipelines.sample_media.edge_cases import (
     CORRUPT_AUDIO_SPAN_S,
@@ -42,6 +44,19 @@ SAMPLE_FPS = 5
 WORKING_MAX_SIDE = 640
 # Statuses whose clips have a timeline file.
 WITH_TIMELINE = {"ok", "no_face", "no_audio", "partial"}
+# The message the job writes for each non-ok case of build.CASES (whose CaseSpec holds no
+# message): the probe's words (operators/io/probe_media.py) for the unreadable files, the
+# timeline builder's (operators/fusion/build_timeline.py) for no_face and no_audio, which
+# are not null: they say which modality is missing.  no_face's count is checked separately.
+CASE_ERRORS = {
+    "corrupt": r"^unreadable container: \[mov,mp4,[^\]]*\] moov atom not found "
+               r"\| Invalid data found when processing input$",
+    "zero_bytes": r"^file is empty \(0 bytes\)$",
+    "not_a_video": r"^file is text, not a video$",
+    "audio_only": r"^no video stream \(streams: audio:aac\)$",
+    "no_audio": r"^no audio stream: voice columns are null$",
+    "no_face": r"^no face found in (\d+) sampled frames$",
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,20 +68,21 @@ def job(media, ray_local, tmp_path_factory):
         shutil.copy(path, folder / path.name)
         files[name] = path.name
     out = tmp_path_factory.mktemp("edge-out")
-    result = run(str(folder), str(out), load_config(None, ["tracking.enabled=false"]))
+    config = load_config(None, ["tracking.enabled=false"])
+    result = run(str(folder), str(out), config)
     clips = result.clips.set_index(result.clips[S.URI].map(lambda uri: Path(uri).name))
     timelines = pd.read_parquet(out / "timelines")
     timelines["file"] = timelines[S.URI].map(lambda uri: Path(uri).name)
     return {"folder": folder, "out": out, "files": files, "clips": clips,
-            "timelines": timelines}
+            "timelines": timelines, "config": config}
 
 
 def _expected(name: str) -> tuple[str, str | None]:
-    """(status, error pattern) of a case; build.CASES only require some message."""
+    """(status, error pattern) of a case: ``None`` where the message must be null."""
     if name in EDGE_CASES:
         return EDGE_CASES[name].expected_status, EDGE_CASES[name].error
     status = CASES[name].expected_status
-    return status, None if status == "ok" else r"\S"
+    return status, None if status == "ok" else CASE_ERRORS[name]
 
 
 def _clip(job, name: str) -> pd.Series:
@@ -104,6 +120,17 @@ def test_every_input_ends_in_exactly_one_expected_status(job):
             # the same file gets the same message on any machine, in any run
             assert str(job["folder"]) not in row[S.ERROR], (name, row[S.ERROR])
             assert not re.search(r"@ 0x[0-9a-f]+", row[S.ERROR]), (name, row[S.ERROR])
+
+
+def test_every_non_ok_case_has_a_message_pattern():
+    """CASE_ERRORS covers exactly the non-ok cases of build.CASES: a new case gets one."""
+    assert set(CASE_ERRORS) == {n for n, c in CASES.items() if c.expected_status != "ok"}
+
+
+def test_no_face_message_counts_the_sampled_frames(job):
+    row = _clip(job, "no_face")
+    count = int(re.search(CASE_ERRORS["no_face"], row[S.ERROR]).group(1))
+    assert count == row[S.FRAMES_SAMPLED] == math.ceil(row[S.DURATION_S] * SAMPLE_FPS - 1e-9)
 
 
 def test_timelines_read_together_and_only_for_usable_clips(job):
@@ -158,6 +185,46 @@ def test_participant_found_in_readable_recordings(job, name):
     assert inside.any() and windows[S.FACE_PRESENT][inside].mean() >= 0.9, name
     boxes = np.stack(_timeline(job, name)[S.BOX].dropna().to_numpy())
     assert boxes.min() >= -20 and boxes.max() <= WORKING_MAX_SIDE + 20, name  # working size
+
+
+def _pip_inset() -> tuple[int, int, int, int]:
+    """The webcam inset of ``pip_webcam.mp4`` with its white frame, (x1, y1, x2, y2) in the
+    recording's pixels (x2, y2 exclusive): where the generator's picture differs from the bare
+    screen (same cursor) it pastes the inset on, so the test follows the generator."""
+    spec = CASES["pip_webcam"]
+    picture = np.asarray(sample_build._scene("pip_webcam", spec, spec.size)(0.0))
+    screen = np.asarray(sample_build._with_cursor(sample_build._screen(spec.size), 0.0))
+    ys, xs = np.nonzero((picture != screen).any(axis=2))
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def test_pip_inset_is_where_the_generator_says():
+    """Guards _pip_inset: one webcam-sized region (the tile plus a frame of a few px) in the
+    bottom-right quarter, not the whole picture or a stray cursor."""
+    x1, y1, x2, y2 = _pip_inset()
+    tile_w, tile_h = sample_build._PIP_TILE
+    width, height = CASES["pip_webcam"].size
+    assert tile_w <= x2 - x1 <= tile_w + 8 and tile_h <= y2 - y1 <= tile_h + 8
+    assert x1 > width / 2 and y1 > height / 2 and x2 <= width and y2 <= height
+
+
+def test_picture_in_picture_face_is_found_inside_the_webcam_inset(job):
+    """The participant is seen in (nearly) every sampled frame, and every box the job wrote
+    lies inside the inset, scaled to the working size the decoder gives 1280×720."""
+    row = _clip(job, "pip_webcam")
+    assert row[S.STATUS] == "ok"
+    assert row[S.FACE_COVERAGE] >= 0.9, row[S.FACE_COVERAGE]
+    width, height = CASES["pip_webcam"].size
+    assert (row[S.WIDTH], row[S.HEIGHT]) == (width, height)
+    work_w, work_h = working_size(width, height, job["config"].decode.max_side)
+    x1, y1, x2, y2 = _pip_inset()
+    inset = np.array([x1 * work_w / width, y1 * work_h / height,
+                      x2 * work_w / width, y2 * work_h / height])
+    tl = _timeline(job, "pip_webcam")
+    boxes = np.stack(tl[S.BOX].dropna().to_numpy())
+    assert len(boxes) >= 0.9 * row[S.WINDOWS]
+    assert (boxes[:, 0] >= inset[0]).all() and (boxes[:, 1] >= inset[1]).all(), (boxes, inset)
+    assert (boxes[:, 2] <= inset[2]).all() and (boxes[:, 3] <= inset[3]).all(), (boxes, inset)
 
 
 def test_portrait_is_turned_upright_before_detection(job):
