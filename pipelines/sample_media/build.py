@@ -88,7 +88,9 @@ class CaseSpec:
     -45 dBFS) from the span's start to within 0.1 s of its end — with only noise at about
     -60 dBFS RMS outside them.  ``faces``: most faces visible at once.  ``expected_emotion``: the
     participant's posed expression (an ``operators.schema.EMOTIONS`` name) or ``None``.
-    ``source``: where each ingredient comes from, with its licence.
+    ``source``: where each ingredient comes from, with its licence.  ``error``: a regular
+    expression the clip's error message must match in full (``re.fullmatch``), ``None`` where
+    the message is null (``ok``); the one of ``no_face`` captures the sampled-frame count.
     """
 
     file: str
@@ -102,27 +104,29 @@ class CaseSpec:
     faces: int
     expected_emotion: str | None
     source: str
+    error: str | None = None
 
 
 def _av_case(file: str, *, status: Status = Status.OK, faces: int = 1,
              duration_s: float = 5.0, size: tuple[int, int] = WEBCAM_SIZE,
              face_intervals: tuple[tuple[float, float], ...] | None = None,
              speech_intervals: tuple[tuple[float, float], ...] = ((1.0, 3.5),),
-             has_audio: bool = True, source: str) -> CaseSpec:
+             has_audio: bool = True, source: str, error: str | None = None) -> CaseSpec:
     """A readable recording; by default the astronaut, happy, visible throughout."""
     if face_intervals is None:
         face_intervals = ((0.0, duration_s),) if faces else ()
     return CaseSpec(file, status.value, True, has_audio, duration_s, size, face_intervals,
                     speech_intervals if has_audio else (), faces,
-                    "happy" if faces else None, source)
+                    "happy" if faces else None, source, error)
 
 
-def _broken_case(file: str, status: Status, source: str, *, has_audio: bool = False,
+def _broken_case(file: str, status: Status, source: str, error: str, *,
+                 has_audio: bool = False,
                  duration_s: float | None = None,
                  speech_intervals: tuple[tuple[float, float], ...] = ()) -> CaseSpec:
     """A file without a readable video stream."""
     return CaseSpec(file, status.value, False, has_audio, duration_s, None, (), speech_intervals,
-                    0, None, source)
+                    0, None, source, error)
 
 
 CASES: dict[str, CaseSpec] = {
@@ -131,9 +135,11 @@ CASES: dict[str, CaseSpec] = {
     "face_silence": _av_case("face_silence.mp4", speech_intervals=(),
                              source=f"{_ASTRONAUT}; {_ROOM}; {_NOISE}"),
     "no_face": _av_case("no_face.mp4", status=Status.NO_FACE, faces=0,
-                        source=f"{_SCREEN}; {_SPEECH}; {_NOISE}"),
+                        source=f"{_SCREEN}; {_SPEECH}; {_NOISE}",
+                        error=r"no face found in (\d+) sampled frames"),
     "no_audio": _av_case("no_audio.mp4", status=Status.NO_AUDIO, has_audio=False,
-                         source=f"{_ASTRONAUT}; {_ROOM}; no audio stream"),
+                         source=f"{_ASTRONAUT}; {_ROOM}; no audio stream",
+                         error="no audio stream: voice columns are null"),
     "two_faces": _av_case("two_faces.mp4", faces=2,
                           source=f"participant {_ASTRONAUT}, large, left; {_BYSTANDER}, smaller, "
                                  f"right, behind a sofa; {_ROOM}; {_SPEECH}; {_NOISE}"),
@@ -147,12 +153,17 @@ CASES: dict[str, CaseSpec] = {
                                   f"{_ASTRONAUT}; {_ROOM}; {_SPEECH}; {_NOISE}"),
     "corrupt": _broken_case("corrupt.mp4", Status.DECODE_ERROR,
                             "face_speech.mp4 encoded without faststart, cut to its first 30 % "
-                            "(the moov index at the end is lost)"),
-    "zero_bytes": _broken_case("zero_bytes.mp4", Status.EMPTY_FILE, "empty file"),
+                            "(the moov index at the end is lost)",
+                            r"unreadable container: \[mov,mp4,[^\]]*\] moov atom not found "
+                            r"\| Invalid data found when processing input"),
+    "zero_bytes": _broken_case("zero_bytes.mp4", Status.EMPTY_FILE, "empty file",
+                               r"file is empty \(0 bytes\)"),
     "not_a_video": _broken_case("not_a_video.mp4", Status.NOT_VIDEO,
-                                "UTF-8 text (session notes) named .mp4"),
+                                "UTF-8 text (session notes) named .mp4",
+                                "file is text, not a video"),
     "audio_only": _broken_case("audio_only.mp4", Status.NOT_VIDEO,
                                f"{_SPEECH}; {_NOISE}; AAC only, no video stream",
+                               r"no video stream \(streams: audio:aac\)",
                                has_audio=True, duration_s=5.0, speech_intervals=((1.0, 3.5),)),
 }
 """The fixture cases in build order, name → ground truth; the file is ``<name>.mp4``."""
