@@ -15,6 +15,7 @@ import io
 import logging
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -94,10 +95,39 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class InputRef:
-    """One input recording: its canonical URI and size in bytes (None when unknown)."""
+    """One input recording: its canonical URI and size in bytes (None when unknown), and
+    what the listing said of its current bytes (:func:`fingerprint_of`), so an incremental
+    run can tell changed objects from unchanged ones without asking the store once more per
+    object (None: the listing did not say, or the object is missing)."""
 
     uri: str
     size_bytes: int | None
+    fingerprint: str | None = None
+    modified_at: datetime | None = None
+
+
+def fingerprint_of(info: dict[str, Any]) -> tuple[str, datetime | None]:
+    """What identifies an object's bytes, from fsspec's ``info``/listing entry: S3's ETag +
+    size, else (local files) size + mtime in ns; and when it was last modified (UTC)."""
+    size = info.get("size")
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        modified = info.get("LastModified")
+        fingerprint = f"etag={etag.strip(chr(34))};size={size}"
+    else:
+        mtime = float(info.get("mtime") or info.get("created") or 0.0)
+        modified = datetime.fromtimestamp(mtime, UTC)
+        fingerprint = f"size={size};mtime_ns={int(mtime * 1e9)}"
+    if not isinstance(modified, datetime):
+        modified = None
+    elif modified.tzinfo is None:
+        modified = modified.replace(tzinfo=UTC)
+    return fingerprint, modified
+
+
+def _ref_from_listing(uri: str, info: dict[str, Any]) -> InputRef:
+    fingerprint, modified = fingerprint_of(info)
+    return InputRef(uri, info.get("size"), fingerprint, modified)
 
 
 def clip_id_for(uri: str) -> str:
@@ -133,6 +163,9 @@ def list_inputs(
             raise InputError(f"manifest {spec!r} lists no URIs")
         return refs
 
+    # s3fs keeps listings per process: a long-lived driver (a notebook, a scheduler running
+    # nightly jobs in one process) must see the bucket as it is now.
+    fs.invalidate_cache()
     if any(ch in path for ch in _GLOB_CHARS):
         candidates = fs.glob(path, detail=True)
     elif fs.isdir(path):
@@ -149,7 +182,7 @@ def list_inputs(
         if PurePosixPath(name).suffix.lower() not in extensions:
             skipped += 1
             continue
-        refs.append(InputRef(_canonical(fs, name), info.get("size")))
+        refs.append(_ref_from_listing(_canonical(fs, name), info))
     if skipped:
         logger.info("ignored %d file(s) without a video extension %s", skipped, extensions)
     if not refs:
@@ -171,9 +204,10 @@ def _read_manifest(fs: fsspec.AbstractFileSystem, path: str, suffix: str) -> lis
 
 def _ref_for(entry: str, options: dict[str, dict[str, Any]]) -> InputRef:
     fs, path = open_fs(entry, options)
+    fs.invalidate_cache(path)
     # A listed object that is missing is that clip's problem (read_error), not the job's.
     try:
-        size = fs.info(path).get("size")
+        info = fs.info(path)
     except OSError:
-        size = None
-    return InputRef(_canonical(fs, path), size)
+        return InputRef(_canonical(fs, path), None)
+    return _ref_from_listing(_canonical(fs, path), info)

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from infra.storage import InputRef, clip_id_for
+from infra.storage import InputRef, clip_id_for, fingerprint_of
 from operators import schema as S
 from operators.io.files import StorageOptions, join, open_fs, write_parquet_atomic
 
@@ -66,9 +66,13 @@ class Recording:
 
 
 def describe(inputs: list[InputRef], storage_options: StorageOptions) -> list[Recording]:
-    """Fingerprint each input: S3 ETag + size, or local size + mtime (ns)."""
+    """Fingerprint each input (S3 ETag + size, or local size + mtime in ns): from the listing
+    when it said (no request per object in a large bucket), else by asking the store."""
     recordings = []
     for ref in inputs:
+        if ref.fingerprint is not None:
+            recordings.append(Recording(ref, ref.fingerprint, ref.modified_at))
+            continue
         fs, path = open_fs(ref.uri, storage_options)
         fs.invalidate_cache(path)  # s3fs caches listings per process: ask the store
         try:
@@ -76,18 +80,7 @@ def describe(inputs: list[InputRef], storage_options: StorageOptions) -> list[Re
         except OSError:
             recordings.append(Recording(ref, None, None))
             continue
-        size = info.get("size")
-        etag = info.get("ETag") or info.get("etag")
-        if etag:
-            modified = info.get("LastModified")
-            fingerprint = f"etag={etag.strip(chr(34))};size={size}"
-        else:
-            mtime = float(info.get("mtime") or info.get("created") or 0.0)
-            modified = datetime.fromtimestamp(mtime, UTC)
-            fingerprint = f"size={size};mtime_ns={int(mtime * 1e9)}"
-        if isinstance(modified, datetime) and modified.tzinfo is None:
-            modified = modified.replace(tzinfo=UTC)
-        recordings.append(Recording(ref, fingerprint, modified))
+        recordings.append(Recording(ref, *fingerprint_of(info)))
     return recordings
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import boto3
 import pytest
+from fixtures.faulty_s3_proxy import FaultyS3Proxy
 
 from infra.storage import InputError, StorageConfig, clip_id_for, list_inputs
 from operators.schema import VIDEO_EXTENSIONS
+from pipelines.nightly.state import describe
 
 
 def _touch(path, data=b"x"):
@@ -54,3 +56,45 @@ def test_s3_prefix_listing(s3_endpoint):
                        VIDEO_EXTENSIONS)
     assert [r.uri for r in refs] == ["s3://listing/rec/deep/two.webm", "s3://listing/rec/one.mp4"]
     assert clip_id_for(refs[0].uri) != clip_id_for(refs[1].uri)
+
+
+def test_s3_listing_fingerprints_without_a_request_per_object(s3_endpoint):
+    """The nightly run's fingerprints come from the listing: the same ETag + size a HEAD
+    gives, no HEAD per object, and a re-listing in the same process sees an overwrite."""
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket="fingerprints")
+    for key in ("rec/a.mp4", "rec/b.mp4"):
+        s3.put_object(Bucket="fingerprints", Key=key, Body=b"first")
+    with FaultyS3Proxy(s3_endpoint) as proxy:
+        config = StorageConfig(endpoint_url=proxy.url)
+        refs = list_inputs("s3://fingerprints/rec", config, VIDEO_EXTENSIONS)
+        recordings = describe(refs, config.storage_options())
+        assert proxy.count("HEAD", "fingerprints/rec/a.mp4") == 0
+        assert proxy.counts(), "the listing went through the proxy"
+        head = s3.head_object(Bucket="fingerprints", Key="rec/a.mp4")
+        assert recordings[0].fingerprint == f"etag={head['ETag'].strip(chr(34))};size=5"
+        assert recordings[0].modified_at == head["LastModified"]
+
+        s3.put_object(Bucket="fingerprints", Key="rec/a.mp4", Body=b"second!")
+        again = describe(list_inputs("s3://fingerprints/rec", config, VIDEO_EXTENSIONS),
+                         config.storage_options())
+    assert again[0].fingerprint != recordings[0].fingerprint
+    assert again[0].fingerprint.endswith(";size=7")
+    assert again[1].fingerprint == recordings[1].fingerprint
+
+
+def test_local_listing_fingerprints_match_the_files(tmp_path):
+    a = _touch(tmp_path / "in" / "a.mp4", b"abc")
+    refs = list_inputs(str(tmp_path / "in"), StorageConfig(), VIDEO_EXTENSIONS)
+    [recording] = describe(refs, StorageConfig().storage_options())
+    assert recording.fingerprint == f"size=3;mtime_ns={int(a.stat().st_mtime * 1e9)}"
+    missing = list_inputs(str(_manifest(tmp_path, tmp_path / "gone.mp4")), StorageConfig(),
+                          VIDEO_EXTENSIONS)
+    assert missing[0].fingerprint is None
+    assert describe(missing, StorageConfig().storage_options())[0].fingerprint is None
+
+
+def _manifest(tmp_path, *uris):
+    path = tmp_path / "list.txt"
+    path.write_text("".join(f"{uri}\n" for uri in uris))
+    return path
