@@ -98,10 +98,7 @@ def run(input_spec: str, out: str, config: TimelineJobConfig) -> JobResult:
             ds = build(config, inputs, out, run_id=run_id, models=models,
                        gpus=ray_cluster.cluster_has_gpus(),
                        cpus=ray.cluster_resources().get("CPU", 1.0))
-            with ray_cluster.BlockErrors() as dropped:
-                rows = ds.to_pandas()
-            clips = _record_failures(inputs, rows, make_writer(config, out, run_id, models),
-                                     dropped.errors)
+            _, clips = execute(ds, inputs, make_writer(config, out, run_id, models))
             wall = time.perf_counter() - started
             video = float(clips[S.DURATION_S].fillna(0).sum())
             result = JobResult(clips=clips, run_id=run_id, wall_s=wall, video_s=video,
@@ -123,6 +120,14 @@ def run(input_spec: str, out: str, config: TimelineJobConfig) -> JobResult:
 # Statuses whose clips still have a timeline (possibly without one modality).
 _USABLE = {S.Status.OK.value, S.Status.NO_FACE.value, S.Status.NO_AUDIO.value,
            S.Status.PARTIAL.value}
+
+
+def execute(ds: ray.data.Dataset, inputs, writer) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run the job's dataset; returns the clip rows its workers wrote, and those plus a
+    `failed` row (written by ``writer``) for every input whose work failed on every retry."""
+    with ray_cluster.BlockErrors() as dropped:
+        written = ds.to_pandas()
+    return written, _record_failures(inputs, written, writer, dropped.errors)
 
 
 def _record_failures(inputs, clips: pd.DataFrame, writer,

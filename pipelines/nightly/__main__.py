@@ -32,7 +32,7 @@ from infra.storage import InputError, list_inputs
 from infra.tracking import tracked_run
 from operators import schema as S
 from operators.io.files import is_remote, open_fs
-from pipelines.emotion_timeline.__main__ import _record_failures, resolve_models
+from pipelines.emotion_timeline.__main__ import execute, resolve_models
 from pipelines.emotion_timeline.build import make_writer
 from pipelines.emotion_timeline.config import cli_overrides
 from pipelines.nightly.build import build
@@ -127,8 +127,7 @@ def _process(config: NightlyJobConfig, plan: Plan, out: str, run_id: str, models
         ds = build(config, inputs, out, run_id=run_id, models=models,
                    fingerprints=fingerprints, gpus=ray_cluster.cluster_has_gpus(),
                    cpus=ray.cluster_resources().get("CPU", 1.0))
-        written = ds.to_pandas()
-        clips = _record_failures(inputs, written, make_writer(config, out, run_id, models))
+        written, clips = execute(ds, inputs, make_writer(config, out, run_id, models))
         # Clips recorded as failed on the driver get their state record here.
         late = clips[~clips[S.CLIP_ID].isin(written[S.CLIP_ID])] if len(written) else clips
         record(out, config.storage.storage_options(),
