@@ -96,9 +96,9 @@ class InputError(ValueError):
 @dataclass(frozen=True)
 class InputRef:
     """One input recording: its canonical URI and size in bytes (None when unknown), and
-    what the listing said of its current bytes (:func:`fingerprint_of`), so an incremental
-    run can tell changed objects from unchanged ones without asking the store once more per
-    object (None: the listing did not say, or the object is missing)."""
+    what the listing said of its current bytes (S3 ETag + size, or local size + mtime in ns,
+    and when it was last modified), so an incremental run tells changed objects from
+    unchanged ones without asking the store once more per object (None: it is missing)."""
 
     uri: str
     size_bytes: int | None
@@ -106,7 +106,7 @@ class InputRef:
     modified_at: datetime | None = None
 
 
-def fingerprint_of(info: dict[str, Any]) -> tuple[str, datetime | None]:
+def _fingerprint_of(info: dict[str, Any]) -> tuple[str, datetime | None]:
     """What identifies an object's bytes, from fsspec's ``info``/listing entry: S3's ETag +
     size, else (local files) size + mtime in ns; and when it was last modified (UTC)."""
     size = info.get("size")
@@ -126,7 +126,7 @@ def fingerprint_of(info: dict[str, Any]) -> tuple[str, datetime | None]:
 
 
 def _ref_from_listing(uri: str, info: dict[str, Any]) -> InputRef:
-    fingerprint, modified = fingerprint_of(info)
+    fingerprint, modified = _fingerprint_of(info)
     return InputRef(uri, info.get("size"), fingerprint, modified)
 
 

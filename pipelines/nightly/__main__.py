@@ -31,7 +31,7 @@ from infra.logs import setup_logging
 from infra.storage import InputError, list_inputs
 from infra.tracking import tracked_run
 from operators import schema as S
-from operators.io.files import is_remote, open_fs
+from operators.io.files import is_remote
 from pipelines.emotion_timeline.__main__ import execute, resolve_models
 from pipelines.emotion_timeline.build import make_writer
 from pipelines.emotion_timeline.config import cli_overrides
@@ -39,8 +39,8 @@ from pipelines.nightly.build import build
 from pipelines.nightly.config import NightlyJobConfig, load_nightly_config
 from pipelines.nightly.state import (
     Plan,
+    Recording,
     compact,
-    describe,
     make_plan,
     read_state,
     record,
@@ -77,9 +77,8 @@ def run(input_spec: str, out: str, config: NightlyJobConfig, *, since: datetime 
     if not is_remote(out):
         out = str(Path(out).resolve())
     options = config.storage.storage_options()
-    # s3fs caches listings per process; a long-lived caller must see today's objects.
-    open_fs(input_spec, options)[0].invalidate_cache()
-    recordings = describe(list_inputs(input_spec, config.storage, S.VIDEO_EXTENSIONS), options)
+    recordings = [Recording(ref)
+                  for ref in list_inputs(input_spec, config.storage, S.VIDEO_EXTENSIONS)]
     with tempfile.TemporaryDirectory(prefix="emoray-model-") as scratch:
         models = resolve_models(config, Path(scratch))
 

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from infra.storage import InputRef, clip_id_for, fingerprint_of
+from infra.storage import InputRef, clip_id_for
 from operators import schema as S
 from operators.io.files import StorageOptions, join, open_fs, write_parquet_atomic
 
@@ -54,34 +54,22 @@ def compacted_uri(out: str) -> str:
 
 @dataclass(frozen=True)
 class Recording:
-    """An input with what identifies its current bytes (None: the object is missing)."""
+    """An input with what identifies its current bytes, as its listing said (S3 ETag + size,
+    or local size + mtime in ns; None: the object is missing): no request per object."""
 
     ref: InputRef
-    fingerprint: str | None
-    modified_at: datetime | None
 
     @property
     def clip_id(self) -> str:
         return clip_id_for(self.ref.uri)
 
+    @property
+    def fingerprint(self) -> str | None:
+        return self.ref.fingerprint
 
-def describe(inputs: list[InputRef], storage_options: StorageOptions) -> list[Recording]:
-    """Fingerprint each input (S3 ETag + size, or local size + mtime in ns): from the listing
-    when it said (no request per object in a large bucket), else by asking the store."""
-    recordings = []
-    for ref in inputs:
-        if ref.fingerprint is not None:
-            recordings.append(Recording(ref, ref.fingerprint, ref.modified_at))
-            continue
-        fs, path = open_fs(ref.uri, storage_options)
-        fs.invalidate_cache(path)  # s3fs caches listings per process: ask the store
-        try:
-            info = fs.info(path)
-        except OSError:
-            recordings.append(Recording(ref, None, None))
-            continue
-        recordings.append(Recording(ref, *fingerprint_of(info)))
-    return recordings
+    @property
+    def modified_at(self) -> datetime | None:
+        return self.ref.modified_at
 
 
 # --- the record ------------------------------------------------------------------------------

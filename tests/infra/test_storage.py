@@ -8,7 +8,7 @@ from fixtures.faulty_s3_proxy import FaultyS3Proxy
 
 from infra.storage import InputError, StorageConfig, clip_id_for, list_inputs
 from operators.schema import VIDEO_EXTENSIONS
-from pipelines.nightly.state import describe
+from pipelines.nightly.state import Recording
 
 
 def _touch(path, data=b"x"):
@@ -68,7 +68,7 @@ def test_s3_listing_fingerprints_without_a_request_per_object(s3_endpoint):
     with FaultyS3Proxy(s3_endpoint) as proxy:
         config = StorageConfig(endpoint_url=proxy.url)
         refs = list_inputs("s3://fingerprints/rec", config, VIDEO_EXTENSIONS)
-        recordings = describe(refs, config.storage_options())
+        recordings = [Recording(ref) for ref in refs]
         assert proxy.count("HEAD", "fingerprints/rec/a.mp4") == 0
         assert proxy.counts(), "the listing went through the proxy"
         head = s3.head_object(Bucket="fingerprints", Key="rec/a.mp4")
@@ -76,8 +76,8 @@ def test_s3_listing_fingerprints_without_a_request_per_object(s3_endpoint):
         assert recordings[0].modified_at == head["LastModified"]
 
         s3.put_object(Bucket="fingerprints", Key="rec/a.mp4", Body=b"second!")
-        again = describe(list_inputs("s3://fingerprints/rec", config, VIDEO_EXTENSIONS),
-                         config.storage_options())
+        again = [Recording(ref)
+                 for ref in list_inputs("s3://fingerprints/rec", config, VIDEO_EXTENSIONS)]
     assert again[0].fingerprint != recordings[0].fingerprint
     assert again[0].fingerprint.endswith(";size=7")
     assert again[1].fingerprint == recordings[1].fingerprint
@@ -86,12 +86,12 @@ def test_s3_listing_fingerprints_without_a_request_per_object(s3_endpoint):
 def test_local_listing_fingerprints_match_the_files(tmp_path):
     a = _touch(tmp_path / "in" / "a.mp4", b"abc")
     refs = list_inputs(str(tmp_path / "in"), StorageConfig(), VIDEO_EXTENSIONS)
-    [recording] = describe(refs, StorageConfig().storage_options())
+    [recording] = [Recording(ref) for ref in refs]
     assert recording.fingerprint == f"size=3;mtime_ns={int(a.stat().st_mtime * 1e9)}"
     missing = list_inputs(str(_manifest(tmp_path, tmp_path / "gone.mp4")), StorageConfig(),
                           VIDEO_EXTENSIONS)
     assert missing[0].fingerprint is None
-    assert describe(missing, StorageConfig().storage_options())[0].fingerprint is None
+    assert Recording(missing[0]).fingerprint is None
 
 
 def _manifest(tmp_path, *uris):
