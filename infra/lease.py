@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
+from botocore.exceptions import BotoCoreError
+
 from operators.io.files import StorageOptions, is_remote, join, open_fs
 
 logger = logging.getLogger(__name__)
@@ -232,10 +234,20 @@ class Lease:
         if self.info is None:
             return
         if not self.lost:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 stored = self._read(self.info.generation)
                 if stored is not None and stored.owner == self.info.owner:
                     self._fs.rm_file(self._path(self.info.generation))
+            except FileNotFoundError:
+                pass
+            except (OSError, BotoCoreError) as exc:
+                # The store went away (often what ends the run): the run's own error must
+                # not be replaced by this one.  The lease lapses at its expiry, or at once
+                # for a next run on this host (this process will be gone).
+                logger.warning("could not release the lease on %s (%s); it lapses at "
+                               "%s UTC", self.what, exc, f"{self.info.expires_at:%H:%M:%S}")
+                self.info = None
+                return
         logger.info("lease on %s released (owner %s)", self.what, self.info.owner)
         self.info = None
 
@@ -251,7 +263,7 @@ class Lease:
             except LeaseLostError as exc:
                 logger.error("%s", exc)
                 return
-            except OSError as exc:  # a storage hiccup: the next renewal may succeed
+            except (OSError, BotoCoreError) as exc:  # a storage hiccup: the next may succeed
                 logger.warning("could not renew the lease on %s: %s", self.what, exc)
 
     def __enter__(self) -> Lease:

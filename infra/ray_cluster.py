@@ -23,8 +23,7 @@ def connect(address: str | None, num_cpus: int | None = None,
     """
     if ray.is_initialized():
         return False
-    if address is None and os.environ.get("RAY_ADDRESS"):
-        address = os.environ["RAY_ADDRESS"]  # set by `ray job submit` for the job's driver
+    address = resolve_address(address)
     if address:
         ray.init(address=address, log_to_driver=True)
         logger.info("connected to Ray at %s: %s", address, ray.cluster_resources())
@@ -35,6 +34,12 @@ def connect(address: str | None, num_cpus: int | None = None,
              include_dashboard=False)
     logger.info("started local Ray: %s", ray.cluster_resources())
     return True
+
+
+def resolve_address(address: str | None) -> str | None:
+    """The cluster :func:`connect` joins: ``address``, else ``$RAY_ADDRESS`` (set by
+    ``ray job submit`` for the job's driver), else None (a local Ray)."""
+    return address or os.environ.get("RAY_ADDRESS") or None
 
 
 def cluster_has_gpus() -> bool:

@@ -10,7 +10,6 @@ listing, the workers' staging reads and Parquet writes) gets the same ones.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
 import os
@@ -128,11 +127,6 @@ def _fingerprint_of(info: dict[str, Any]) -> tuple[str, datetime | None]:
 def _ref_from_listing(uri: str, info: dict[str, Any]) -> InputRef:
     fingerprint, modified = _fingerprint_of(info)
     return InputRef(uri, info.get("size"), fingerprint, modified)
-
-
-def clip_id_for(uri: str) -> str:
-    """Stable identifier of an input: names its output files, so re-runs replace them."""
-    return hashlib.sha1(uri.encode("utf-8")).hexdigest()[:16]
 
 
 def _canonical(fs: fsspec.AbstractFileSystem, path: str) -> str:

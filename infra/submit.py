@@ -4,8 +4,9 @@ Wraps Ray's Jobs API (``JobSubmissionClient``, the same as ``ray job submit``): 
 checkout is uploaded as the job's working directory (without virtualenvs, data, outputs,
 tests and VCS files), the job's driver runs ``python -m pipelines.cli JOB ARGS`` on the head
 node, its logs stream here, and the exit code is the job's: the driver's own exit code when
-Ray reports it (``emoray nightly`` uses 2 bad input, 3 lease held, 4 lease lost), else 1 for
-a failed and 130 for a stopped job.
+Ray reports it (see the README's "Exit codes": 2 bad input, 3 lease held, 4 output not
+writable, …), else 1 for a failed and 130 for a stopped job; 7 when the dashboard does not
+answer (checked first, before anything is uploaded).
 
 Cluster nodes need emoray's dependencies (the image in ``infra/docker``) and reach storage
 and MLflow with their own environment (a Kubernetes Secret / ConfigMap): credentials are
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
+
+from infra.preflight import PreflightConfig, check_dashboard, run_checks
 
 logger = logging.getLogger(__name__)
 
@@ -142,5 +145,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         logger.error("--runtime-env: %s", exc)
         return 2
     working_dir = None if args.working_dir == "none" else str(Path(args.working_dir).resolve())
+    # The dashboard must answer before anything is uploaded; the job's own preflight (on the
+    # cluster, with the cluster's view of storage and MLflow) checks the rest.
+    config = PreflightConfig()
+    run_checks([check_dashboard(args.address, config.timeout_s)], config)
     return submit(args.address, job_args, env=runtime_env(working_dir, extra),
                   num_cpus=args.num_cpus, num_gpus=args.num_gpus, follow=not args.no_wait)

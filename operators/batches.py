@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from operators import schema as S
+from operators.step import Step
+
 
 def ragged(values: list[np.ndarray]) -> np.ndarray:
     """Object array of per-row arrays: Ray stores it as a variable-shaped tensor column."""
@@ -28,8 +31,22 @@ def to_list_columns(batch: dict[str, np.ndarray]) -> pa.Table:
         if values.ndim > 1 or (values.dtype == object and len(values)
                                and isinstance(values[0], np.ndarray)):
             flat = [np.ravel(v) for v in values]
-            # Empty arrays keep their dtype, so every block agrees (int32 frame indices…).
-            columns[name] = pa.array(flat, type=pa.list_(pa.from_numpy_dtype(flat[0].dtype)))
+            # The declared type, else the arrays' own (empty ones keep their dtype), so
+            # every block agrees (int32 frame indices…).
+            kind = (S.CHUNK_SCHEMA.field(name).type if name in S.CHUNK_SCHEMA.names
+                    else pa.list_(pa.from_numpy_dtype(flat[0].dtype)))
+            columns[name] = pa.array(flat, type=kind)
         else:
             columns[name] = pa.array(values)
     return pa.table(columns)
+
+
+class ToListColumns(Step):
+    """Before the shuffle: chunk rows as an Arrow table of flat lists (:func:`to_list_columns`),
+    so every block the hash shuffle concatenates has one schema.  Reads and writes no
+    column; small rows (frames and crops are gone by now)."""
+
+    name = "to_list_columns"
+
+    def process(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        return to_list_columns(batch)

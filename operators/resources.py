@@ -1,7 +1,6 @@
-"""Per-operator resources, applied in one place.
-
-Each stage's config carries a :class:`StageResources`; :func:`apply_map_batches` turns it into
-the ``map_batches`` arguments so resource policy is never scattered over the pipeline code.
+"""Per-step resources: each step's config carries a :class:`StageResources`, and the step
+adapter (``operators.step.apply_steps``) turns it into Ray's arguments, so resource policy is
+never scattered over the pipeline code.
 """
 
 from __future__ import annotations
@@ -49,21 +48,3 @@ class StageResources(BaseModel):
                 min_size=self.actors[0], max_size=self.actors[1]
             )
         return kwargs
-
-
-def apply_map_batches(
-    ds: ray.data.Dataset,
-    fn: Any,
-    resources: StageResources,
-    *,
-    batch_format: str = "numpy",
-    fn_constructor_kwargs: dict[str, Any] | None = None,
-) -> ray.data.Dataset:
-    """``ds.map_batches(fn)`` with ``resources``; a class ``fn`` runs in an actor pool."""
-    stateful = isinstance(fn, type)
-    return ds.map_batches(
-        fn,
-        batch_format=batch_format,
-        fn_constructor_kwargs=fn_constructor_kwargs if stateful else None,
-        **resources.map_batches_kwargs(stateful=stateful),
-    )

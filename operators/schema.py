@@ -14,6 +14,7 @@ Rows flow through the timeline job at three grains:
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 
 import pyarrow as pa
@@ -36,10 +37,47 @@ class Status(StrEnum):
     FAILED = "failed"  # a worker crashed or raised on this clip on every retry
 
 
-VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".flv")
+def decide_status(*, clip_lost: bool = False, upstream: list[str] | tuple[str, ...] = (),
+                  chunks_lost: bool = False, face_tracks: int = 0, has_audio: bool = True
+                  ) -> Status:
+    """The one place a clip's terminal status is decided, from what the steps found.
+
+    In order: no row of the clip survived its retries (``failed``); the first failure a step
+    recorded in ``STATUS`` on the clip's rows, in chunk order (``read_error``,
+    ``empty_file``, ``not_video``, ``decode_error``, ``partial``); chunks lost after
+    repeated worker failures (``partial``); no face track (``no_face``); no audio stream
+    (``no_audio``); else ``ok``."""
+    if clip_lost:
+        return Status.FAILED
+    found = [s for s in upstream if s]
+    if found:
+        return Status(found[0])
+    if chunks_lost:
+        return Status.PARTIAL
+    if not face_tracks:
+        return Status.NO_FACE
+    if not has_audio:
+        return Status.NO_AUDIO
+    return Status.OK
+
+
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".flv",
+                                     ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".3gp", ".wmv",
+                                     ".ogv")
+"""What file, folder and glob inputs take (a manifest's entries are all kept)."""
+
+SAMPLE_RATE = 16000
+"""Samples per second of every ``AUDIO`` column and of the voice models' input: covers the
+speech band, and is what speech models expect."""
+
+
+def clip_id_for(uri: str) -> str:
+    """The ``CLIP_ID`` of an input: 16 hex characters of the SHA-1 of its URI.  Stable across
+    runs and machines, so it names the input's output files and re-runs replace them."""
+    return hashlib.sha1(uri.encode("utf-8")).hexdigest()[:16]
 
 # --- identity and media facts, carried on chunk rows and written on clip rows ---------------
-CLIP_ID = "clip_id"  # 16 hex chars of sha1(uri): stable across runs, names the output files
+CLIP_ID = "clip_id"  # clip_id_for(uri): stable across runs, names the output files
 URI = "uri"
 SIZE_BYTES = "size_bytes"
 STATUS = "status"
@@ -62,7 +100,7 @@ CHUNK_START_S = "chunk_start_s"
 CHUNK_END_S = "chunk_end_s"
 FRAMES = "frames"  # uint8 (n, H, W, 3) RGB at working resolution; dropped after detection
 FRAME_TS = "frame_ts"  # list<float64>: presentation time (s) of each sampled frame
-AUDIO = "audio"  # list<float32>: 16 kHz mono samples from chunk_start_s; dropped after voice
+AUDIO = "audio"  # list<float32>: SAMPLE_RATE mono samples from chunk_start_s; dropped after voice
 AUDIO_START_S = "audio_start_s"
 # voice features per analysis window whose start lies in [chunk_start_s, chunk_end_s)
 VOICE_WINDOW_START_S = "voice_window_start_s"  # list<float64>
@@ -126,6 +164,9 @@ PROCESSED_AT = "processed_at"
 # Names + content hashes of every model that made the row (face, and voice + fusion when
 # used): a nightly run reprocesses clips whose identity differs from the current models'.
 MODEL_IDENTITY = "model_identity"
+# Which library decoded the clip's pictures: "decord" (the default path) or "pyav" (a stream
+# decord cannot open or read, e.g. AV1, or keyframes too far apart); null when none did.
+VIDEO_DECODER = "video_decoder"
 
 N_MFCC = 13
 
@@ -191,6 +232,84 @@ CLIP_SCHEMA = pa.schema(
         pa.field(PROCESSED_AT, pa.timestamp("us", tz="UTC")),
         # Appended last and nullable: clip files written before it existed still read.
         pa.field(MODEL_IDENTITY, pa.string()),
+        # Appended last and nullable, like MODEL_IDENTITY: older clip files still read.
+        pa.field(VIDEO_DECODER, pa.string()),
     ]
 )
 """One row per input recording with its terminal :class:`Status`."""
+
+
+def _list(value_type: pa.DataType) -> pa.DataType:
+    return pa.list_(value_type)
+
+
+CHUNK_SCHEMA = pa.schema(
+    [
+        pa.field(CLIP_ID, pa.string()),
+        pa.field(URI, pa.string()),
+        pa.field(SIZE_BYTES, pa.int64()),  # -1 until staged when the listing had no size
+        pa.field(STATUS, pa.string()),  # "" while nothing went wrong
+        pa.field(ERROR, pa.string()),  # "" while nothing went wrong
+        pa.field(STAGE_SECONDS, pa.float64()),
+        pa.field(LOCAL_PATH, pa.string()),
+        pa.field(CONTAINER, pa.string()),
+        pa.field(VIDEO_CODEC, pa.string()),
+        pa.field(DURATION_S, pa.float64()),  # NaN: unknown (the probe failed)
+        pa.field(FPS, pa.float64()),
+        # Floats on chunk rows, so an unknown size is NaN like the other facts; whole
+        # numbers on clip rows.
+        pa.field(WIDTH, pa.float64()),
+        pa.field(HEIGHT, pa.float64()),
+        pa.field(ROTATION, pa.float64()),
+        pa.field(HAS_AUDIO, pa.bool_()),
+        pa.field(CHUNK_INDEX, pa.int64()),
+        pa.field(N_CHUNKS, pa.int64()),
+        pa.field(CHUNK_START_S, pa.float64()),
+        pa.field(CHUNK_END_S, pa.float64()),
+        pa.field(FRAMES, _list(pa.uint8())),
+        pa.field(FRAME_TS, _list(pa.float64())),
+        pa.field(FRAME_WIDTH, pa.int64()),
+        pa.field(FRAME_HEIGHT, pa.int64()),
+        pa.field(AUDIO, _list(pa.float32())),
+        pa.field(AUDIO_START_S, pa.float64()),
+        pa.field(VIDEO_DECODER, pa.string()),  # "" until a decoder read frames
+        pa.field(VOICE_PROBS, _list(pa.float32())),
+        pa.field(VOICE_VALENCE, _list(pa.float32())),
+        pa.field(VOICE_AROUSAL, _list(pa.float32())),
+        pa.field(VOICE_FEATURES, _list(pa.float32())),
+        pa.field(VOICE_WINDOW_START_S, _list(pa.float64())),
+        pa.field(VOICE_SPEECH_RATIO, _list(pa.float32())),
+        pa.field(VOICE_PITCH_HZ, _list(pa.float32())),
+        pa.field(VOICE_LOUDNESS_DB, _list(pa.float32())),
+        pa.field(VOICE_MFCC, _list(pa.float32())),
+        pa.field(FACE_FRAME, _list(pa.int32())),
+        pa.field(FACE_BOX, _list(pa.float32())),
+        pa.field(FACE_SCORE, _list(pa.float32())),
+        pa.field(FACE_CROPS, _list(pa.uint8())),
+        pa.field(FACE_PROBS, _list(pa.float32())),
+        pa.field(FACE_FEATURES, _list(pa.float32())),
+    ]
+)
+"""Every column a chunk row (or an input row before decoding) may carry, with its type.
+Array columns are declared by their element type: numpy batches hold them as arrays of any
+shape (frames n×H×W×3, boxes n×4), and before the shuffle they become flat lists of that
+type (``operators.batches.to_list_columns``), their shapes fixed by the contract.  Which of
+these columns a row has depends on where it is in the plan (``operators.step.check_plan``);
+which branch of a step made it does not."""
+
+INPUT_SCHEMA = pa.schema([CHUNK_SCHEMA.field(c) for c in (
+    CLIP_ID, URI, SIZE_BYTES, STATUS, ERROR, STAGE_SECONDS)])
+"""A job's first rows: one per input, nothing known yet but its identity."""
+
+CLIP_FACTS: tuple[str, ...] = (CLIP_ID, URI, SIZE_BYTES, CONTAINER, VIDEO_CODEC, DURATION_S,
+                               FPS, WIDTH, HEIGHT, ROTATION, HAS_AUDIO, VIDEO_DECODER)
+"""What chunk rows carry of their clip, the same on every chunk, to the clip row."""
+_SUMMARY_STATS = (FRAMES_SAMPLED, WINDOWS, FACE_TRACKS, FACE_COVERAGE, SPEECH_COVERAGE,
+                  *SHARE_COLUMNS, DOMINANT_EMOTION, VA_SOURCE, STATUS, ERROR, PROCESSING_S)
+CLIP_SUMMARY_SCHEMA = pa.schema(
+    [CHUNK_SCHEMA.field(c) for c in CLIP_FACTS]
+    + [CLIP_SCHEMA.field(c).with_nullable(True) for c in _SUMMARY_STATS]
+    + [pa.field(TIMELINE, pa.list_(pa.struct(list(TIMELINE_SCHEMA))))]
+)
+"""One row per clip between the timeline step and the writer: the clip's media facts (as on
+chunk rows), the summary it can know, and its timeline (``TIMELINE_SCHEMA`` structs)."""

@@ -9,6 +9,7 @@ from infra import submit as submit_cmd
 from infra.logs import setup_logging
 from pipelines.emotion_timeline import __main__ as timeline_job
 from pipelines.nightly import __main__ as nightly_job
+from pipelines.runner import add_debug_argument, run_command
 from pipelines.sample_media import __main__ as sample_job
 from pipelines.train_model import __main__ as train_job
 
@@ -18,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="emoray", description="Emotion timelines from usability-test recordings, on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="recordings -> per-clip emotion timelines (Parquet)",
-                         description=timeline_job.__doc__)
+                         description=timeline_job.__doc__,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     timeline_job.add_arguments(run)
     sample = sub.add_parser("sample", help="generate sample recordings (real faces, "
                                            "synthetic speech) into a folder")
@@ -33,20 +35,20 @@ def main(argv: list[str] | None = None) -> int:
                                            "stream its logs", description=submit_cmd.__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     submit_cmd.add_arguments(submit)
-    for name, (add_arguments, _, help_text) in train_job.COMMANDS.items():
+    handlers = {"run": timeline_job.run_from_args, "nightly": nightly_job.run_from_args,
+                "submit": submit_cmd.run_from_args}
+    for name, (add_arguments, handler, help_text) in train_job.COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help_text, description=train_job.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter))
+        handlers[name] = handler
+    for name, subparser in sub.choices.items():
+        if name != "sample":  # its arguments all go to the sample generator
+            add_debug_argument(subparser)
     args = parser.parse_args(argv)
     setup_logging()
-    if args.command == "run":
-        return timeline_job.run_from_args(args)
-    if args.command == "nightly":
-        return nightly_job.run_from_args(args)
-    if args.command == "submit":
-        return submit_cmd.run_from_args(args)
-    if args.command in train_job.COMMANDS:
-        return train_job.COMMANDS[args.command][1](args)
-    return sample_job.main(args.argv)
+    if args.command == "sample":
+        return sample_job.main(args.argv)
+    return run_command(handlers[args.command], args)
 
 
 if __name__ == "__main__":

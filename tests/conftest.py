@@ -1,6 +1,8 @@
-"""Shared fixtures: generated media, a local Ray, a real S3 server and a real MLflow server.
+"""Shared fixtures: generated media, a local Ray, a real S3 server and a real MLflow server,
+and (from tests/fixtures/, registered below) the training corpora.
 
-Everything runs on 127.0.0.1; nothing reaches the network.
+Everything runs on 127.0.0.1; nothing reaches the network.  Helpers that tests import live in
+tests/fixtures/; a folder's conftest.py only defines fixtures for that folder.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from pathlib import Path
 import pytest
 
 from pipelines.sample_media.build import make_sample_media
+
+# Fixture modules shared by several test folders (pytest's way to share fixtures beyond one
+# conftest.py).
+pytest_plugins = ["tests.fixtures.corpora"]
 
 # Dummy credentials for the loopback S3 server.  Set before Ray starts so its workers inherit
 # them (s3fs would otherwise probe for cloud instance credentials).

@@ -19,11 +19,11 @@ at 1 dB so digital silence maps to zeros instead of amplified rounding noise.  A
 Prosody (:func:`prosody_vector`, :data:`PROSODY_FEATURES`)
 ----------------------------------------------------------
 Computed on the same 25 ms / 10 ms frame grid and with the same YIN pitch tracker and voice
-activity rule as the timeline's voice features (``operators/audio/voice_features.py``): a
-frame is *speech* when its RMS level exceeds ``speech_threshold_dbfs`` and YIN finds it
-periodic with F0 in ``[pitch_min_hz, pitch_max_hz]``.  So ``voice_activity_ratio`` and
-``pitch_median_hz`` equal the timeline's ``voice_speech_ratio`` and ``voice_pitch_hz`` for the
-same window.
+activity rule as the timeline's voice features (``operators/audio/voice_features.py``; both
+from :mod:`models.speech`): a frame is *speech* when its RMS level exceeds
+``speech_threshold_dbfs`` and YIN finds it periodic with F0 in ``[pitch_min_hz,
+pitch_max_hz]``.  So ``voice_activity_ratio`` and ``pitch_median_hz`` equal the timeline's
+``voice_speech_ratio`` and ``voice_pitch_hz`` for the same window.
 """
 
 from __future__ import annotations
@@ -36,11 +36,10 @@ import torch
 import torchaudio
 from torch import nn
 
-from operators.audio.extract_audio import SAMPLE_RATE
-
-# The YIN implementation of the timeline's voice features, reused so that the model's prosody
-# and the timeline's pitch/speech columns cannot drift apart.
-from operators.audio.voice_features import VoiceFeaturesConfig, _yin
+# The frame rule and YIN implementation of the timeline's voice features, shared so that the
+# model's prosody and the timeline's pitch/speech columns cannot drift apart.
+from models.speech import VoiceActivityConfig, yin
+from operators.schema import SAMPLE_RATE
 
 N_FFT = 400
 """FFT size and frame length in samples: 25 ms at 16 kHz, the classic quasi-stationary frame."""
@@ -186,7 +185,7 @@ def _close_open(mask: torch.Tensor, width: int) -> torch.Tensor:
 def prosody_vector(
     waveform: torch.Tensor | np.ndarray,
     sample_rate: int = SAMPLE_RATE,
-    config: VoiceFeaturesConfig | None = None,
+    config: VoiceActivityConfig | None = None,
 ) -> np.ndarray:
     """Prosody of each window: ``(B, len(PROSODY_FEATURES))`` float32, NaN-free.
 
@@ -197,7 +196,7 @@ def prosody_vector(
     are 0 with ``speech_present`` 0.  Raises ValueError on another shape, non-finite samples
     or a window shorter than one frame.
     """
-    cfg = config if config is not None else VoiceFeaturesConfig()
+    cfg = config if config is not None else VoiceActivityConfig()
     batch = _as_batch(waveform)
     frame_len = round(cfg.frame_s * sample_rate)
     frame_hop = round(cfg.frame_hop_s * sample_rate)
@@ -218,7 +217,7 @@ def prosody_vector(
         # window's prosody depends on its own samples only.
         lookahead = torch.nn.functional.pad(batch, (0, tau_max + 1))
         pitch_frames = lookahead.unfold(-1, frame_len + tau_max + 1, frame_hop)
-        period, voiced = _yin(pitch_frames, frame_len, tau_min, cfg.voicing_threshold)
+        period, voiced = yin(pitch_frames, frame_len, tau_min, cfg.voicing_threshold)
         speech = voiced & (frame_db > cfg.speech_threshold_dbfs)
 
         n_speech = speech.sum(dim=-1)

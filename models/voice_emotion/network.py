@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from models.voice_emotion.features import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE, LogMel
-from operators.schema import EMOTIONS
+from models.voice_emotion.features import HOP_LENGTH, N_FFT, N_MELS, LogMel
+from operators.schema import EMOTIONS, SAMPLE_RATE
 
 
 @dataclass(frozen=True)

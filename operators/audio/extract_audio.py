@@ -34,10 +34,9 @@ from typing import IO, Self
 import ffmpeg
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from operators.schema import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
-"""Samples per second of every stream: covers the speech band, and is what speech models expect."""
+logger = logging.getLogger(__name__)
 
 _BYTES_PER_SAMPLE = 4  # float32
 # ffmpeg's last lines are enough to say what went wrong; a corrupt stream can log one line per
@@ -106,8 +105,11 @@ class AudioStream:
         global_args = ["-nostdin", "-hide_banner", "-loglevel", "error"]
         if self.strict:
             global_args.append("-xerror")
+        # No seek from the start: `-ss 0` makes ffmpeg's FLV demuxer (no keyframe index) land
+        # seconds into the file, and the audio before that was lost.
+        seek = {"ss": self.start_s} if self.start_s else {}
         cmd = (
-            ffmpeg.input(self.path, ss=self.start_s)["a:0"]
+            ffmpeg.input(self.path, **seek)["a:0"]
             .output("pipe:", format="f32le", ac=1, ar=SAMPLE_RATE)
             .global_args(*global_args)
             .compile()

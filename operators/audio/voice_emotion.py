@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-import tempfile
-import time
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from models import voice_emotion
 from operators import schema as S
-from operators.audio.extract_audio import SAMPLE_RATE
 from operators.audio.voice_features import hop_grid_starts
 from operators.batches import ragged
+from operators.resources import StageResources
+from operators.schema import SAMPLE_RATE
+from operators.step import Step, load_from_bytes
 from operators.vision.detect_faces import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -33,19 +32,8 @@ class VoiceEmotionConfig(BaseModel):
     device: str = "auto"
 
 
-@functools.lru_cache(maxsize=2)
-def _load(checkpoint: bytes, device: str) -> voice_emotion.VoiceEmotionModel:
-    """The model of these checkpoint bytes, loaded once per worker process."""
-    with tempfile.NamedTemporaryFile(suffix=".pt") as handle:
-        handle.write(checkpoint)
-        handle.flush()
-        model = voice_emotion.load(handle.name, device=resolve_device(device))
-    logger.info("VoiceEmotion model %s on %s", model.name, model.device)
-    return model
-
-
-class VoiceEmotion:
-    """Ray Data ``map_batches`` step running the voice model on every analysis window.
+class VoiceEmotion(Step):
+    """Run the voice model on every analysis window.
 
     Reads ``AUDIO``, ``AUDIO_START_S``, ``CHUNK_START_S``/``CHUNK_END_S`` (it must run before
     the voice-features step, which drops ``AUDIO``).  Writes, per chunk row, for the windows
@@ -54,20 +42,26 @@ class VoiceEmotion:
     ``VOICE_VALENCE``, ``VOICE_AROUSAL`` (n,) and ``VOICE_FEATURES``
     (n×D).  Windows are zero-padded to ``window_s`` at the end of the audio; rows without
     audio, and windows holding damaged (NaN) samples, get NaN (missing, never invented).
-    Resources: given as an instance it runs as a stateless task fused into the decode task
-    (the job does this: the model is ~0.4 MB and ~10 ms per chunk on one CPU thread, so an
-    actor of its own would only cost a process and a second trip of every chunk's frames
-    through the object store); the model loads once per worker process, on CPU unless the
-    task holds a GPU.  Raises ``ValueError`` for a model lacking one of ``EMOTIONS``.
+    A task, not an actor, with the decoder's resources so that Ray fuses it into the decode
+    task: the model is ~0.4 MB and ~10 ms per chunk on one CPU thread, so an actor of its own
+    would only cost a process and a second trip of every chunk's frames through the object
+    store; the model loads once per worker process (``setup``), on CPU unless the task
+    holds a GPU.  Raises ``ValueError`` for a model lacking one of ``EMOTIONS``.
     """
 
-    def __init__(self, config: VoiceEmotionConfig):
+    name = "VoiceEmotion"
+    reads = (S.AUDIO, S.AUDIO_START_S, S.CHUNK_START_S, S.CHUNK_END_S)
+    writes = (S.VOICE_PROBS, S.VOICE_VALENCE, S.VOICE_AROUSAL, S.VOICE_FEATURES)
+
+    def __init__(self, config: VoiceEmotionConfig, resources: StageResources | None = None):
+        super().__init__(resources)
         self.config = config
         self.window = round(config.window_s * SAMPLE_RATE)
 
-    @property
-    def model(self) -> voice_emotion.VoiceEmotionModel:
-        return _load(self.config.checkpoint, self.config.device)
+    def setup(self) -> None:
+        self.model = load_from_bytes(voice_emotion.load, self.config.checkpoint,
+                                     device=resolve_device(self.config.device))
+        logger.info("VoiceEmotion model %s on %s", self.model.name, self.model.device)
 
     @property
     def class_order(self) -> np.ndarray:
@@ -89,8 +83,7 @@ class VoiceEmotion:
             out[i, :len(piece)] = piece
         return out
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        started = time.perf_counter()
+    def process(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         grids, windows = [], []
         for audio, audio_start, c0, c1 in zip(batch[S.AUDIO], batch[S.AUDIO_START_S],
                                               batch[S.CHUNK_START_S], batch[S.CHUNK_END_S],
@@ -135,6 +128,4 @@ class VoiceEmotion:
             offset += n if has_audio else 0
         for column, values in per_row.items():
             batch[column] = ragged(values)
-        seconds = np.array(batch[S.STAGE_SECONDS], dtype=np.float64)
-        batch[S.STAGE_SECONDS] = seconds + (time.perf_counter() - started) / max(1, len(seconds))
         return batch

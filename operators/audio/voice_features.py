@@ -34,10 +34,11 @@ import math
 import numpy as np
 import torch
 import torchaudio
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from operators.audio.extract_audio import SAMPLE_RATE
+from models.speech import VoiceActivityConfig, yin
 from operators.batches import ragged
+from operators.resources import StageResources
 from operators.schema import (
     AUDIO,
     AUDIO_START_S,
@@ -45,12 +46,14 @@ from operators.schema import (
     CHUNK_START_S,
     HAS_AUDIO,
     N_MFCC,
+    SAMPLE_RATE,
     VOICE_LOUDNESS_DB,
     VOICE_MFCC,
     VOICE_PITCH_HZ,
     VOICE_SPEECH_RATIO,
     VOICE_WINDOW_START_S,
 )
+from operators.step import Step
 
 logger = logging.getLogger(__name__)
 
@@ -58,40 +61,27 @@ LOUDNESS_FLOOR_DB = -100.0
 """Level reported for digital silence: finite, and below 16-bit audio's ~ -96 dBFS noise floor."""
 
 
-class VoiceFeaturesConfig(BaseModel):
-    """Settings of :class:`VoiceFeatures`; made on the driver, passed via fn_constructor_kwargs."""
+class VoiceFeaturesConfig(VoiceActivityConfig):
+    """Settings of :class:`VoiceFeatures`; made on the driver, passed via fn_constructor_kwargs.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    The frame grid, pitch range and speech-frame thresholds are :class:`VoiceActivityConfig`'s
+    (shared with the voice model's prosody); these are the timeline's own."""
 
     # The timeline's window: long enough for a few syllables and a stable pitch median.
     window_s: float = Field(1.0, gt=0)
     # 50 % overlap: a word at a window edge is still seen whole by the neighbouring window.
     hop_s: float = Field(0.5, gt=0)
-    # The classic speech frame: short enough to be stationary, holds 1.5 periods at 60 Hz.
-    frame_s: float = Field(0.025, gt=0)
-    # 10 ms frame hop, the usual speech rate of analysis (the schema's "10 ms frames").
-    frame_hop_s: float = Field(0.010, gt=0)
     # 64 mel bands: fine enough for 13 cepstra, coarse enough that no band is empty at n_fft 400.
     n_mels: int = Field(64, gt=0)
     # The data contract's size: the timeline's MFCC_MEAN is a fixed-size list of N_MFCC.
     n_mfcc: int = Field(N_MFCC, gt=0)
-    # Between webcam speech frames (typically -35..-15 dBFS) and room noise (-70..-55 dBFS).
-    speech_threshold_dbfs: float = -45.0
-    # YIN aperiodicity: 0.35 admits ~ 55 % of loud espeak frames; < 0.2 % of 300 Hz-lowpass noise.
-    voicing_threshold: float = Field(0.35, gt=0, lt=1)
     # A window "has speech" from one voiced syllable on (~ 0.15 s of a 1 s window).
     min_speech_ratio: float = Field(0.15, ge=0, le=1)
-    # Just below the lowest speaking F0 of adult men (~ 65 Hz); 50 Hz mains hum stays out.
-    pitch_min_hz: float = Field(60.0, gt=0)
-    # Above excited female speech (~ 350 Hz); higher "pitches" are mostly harmonics.
-    pitch_max_hz: float = Field(400.0, gt=0)
 
     @model_validator(mode="after")
     def _check_consistent(self) -> VoiceFeaturesConfig:
         if self.frame_s > self.window_s:
             raise ValueError(f"frame_s {self.frame_s} exceeds window_s {self.window_s}")
-        if self.pitch_min_hz >= self.pitch_max_hz:
-            raise ValueError("pitch_min_hz must be below pitch_max_hz")
         if self.n_mfcc > self.n_mels:
             raise ValueError("n_mfcc cannot exceed n_mels")
         return self
@@ -123,49 +113,6 @@ def hop_grid_starts(chunk_start_s: float, chunk_end_s: float, hop_s: float) -> n
     first = math.ceil(chunk_start_s / hop_s - 1e-9)
     stop = math.ceil(chunk_end_s / hop_s - 1e-9)
     return np.arange(first, max(first, stop), dtype=np.float64) * hop_s
-
-
-def _yin(
-    frames: torch.Tensor, integration_len: int, tau_min: int, threshold: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """YIN period (in samples) and voicing of ``frames`` (..., integration_len + tau_max + 1).
-
-    Lags ``tau_min .. tau_max`` are searched.  A frame is voiced when its cumulative-mean-
-    normalised difference (CMND) dips below ``threshold`` there; its period is the local minimum
-    that follows the first such dip (the first dip rather than the global minimum avoids
-    octave-down errors), refined by parabolic interpolation.  Unvoiced periods are NaN.
-    """
-    length = frames.shape[-1]
-    n_fft = 1 << (length - 1).bit_length()
-    lags = torch.arange(length - integration_len + 1, device=frames.device)  # 0 .. tau_max + 1
-    # r(tau) = sum_{j<W} x_j x_{j+tau}: with n_fft >= length the circular correlation does not
-    # wrap for these lags.
-    spec_head = torch.fft.rfft(frames[..., :integration_len], n=n_fft)
-    spec_full = torch.fft.rfft(frames, n=n_fft)
-    corr = torch.fft.irfft(spec_head.conj() * spec_full, n=n_fft)[..., : lags.numel()]
-    energy = torch.nn.functional.pad(torch.cumsum(frames.square(), dim=-1), (1, 0))
-    energy_shifted = energy[..., lags + integration_len] - energy[..., lags]
-    energy_head = energy[..., integration_len : integration_len + 1]
-    diff = (energy_head + energy_shifted - 2 * corr).clamp(min=0)
-    cum_mean = torch.cumsum(diff[..., 1:], dim=-1) / lags[1:]
-    # Where the running mean is 0 (digital silence) the frame is aperiodic by definition.
-    cmnd = torch.where(cum_mean > 0, diff[..., 1:] / cum_mean.clamp(min=1e-12), 1.0)
-    # cmnd[..., i] is lag i + 1; `search` holds lags tau_min - 1 .. tau_max + 1 so that every
-    # candidate lag in `inner` (tau_min .. tau_max) has both neighbours.
-    search = cmnd[..., tau_min - 2 :]
-    inner = search[..., 1:-1]
-    below = inner < threshold
-    voiced = below.any(dim=-1)
-    first = below.int().argmax(dim=-1, keepdim=True)
-    rising = search[..., 2:] >= inner
-    rising[..., -1] = True  # a dip still falling at tau_max ends there
-    positions = torch.arange(inner.shape[-1], device=frames.device)
-    k = ((positions >= first) & rising).int().argmax(dim=-1, keepdim=True)
-    y0, y1, y2 = search.gather(-1, k), search.gather(-1, k + 1), search.gather(-1, k + 2)
-    curvature = y0 - 2 * y1 + y2
-    shift = torch.where(curvature > 0, 0.5 * (y0 - y2) / curvature.clamp(min=1e-12), 0.0)
-    period = ((k + tau_min).to(frames.dtype) + shift.clamp(-1, 1)).squeeze(-1)
-    return torch.where(voiced, period, torch.nan), voiced
 
 
 def window_voice_features(
@@ -234,7 +181,7 @@ def window_voice_features(
         # chunking; it only makes the last ~ 2 frames slightly less periodic.
         lookahead = torch.nn.functional.pad(window, (0, tau_max + 1))
         pitch_frames = lookahead.unfold(-1, frame_len + tau_max + 1, frame_hop)
-        period, voiced = _yin(pitch_frames, frame_len, tau_min, config.voicing_threshold)
+        period, voiced = yin(pitch_frames, frame_len, tau_min, config.voicing_threshold)
         speech = complete & voiced & (frame_db > config.speech_threshold_dbfs)
         n_complete = complete.sum(dim=-1)
         speech_ratio = speech.sum(dim=-1) / n_complete.clamp(min=1)
@@ -260,11 +207,11 @@ def _float_or_nan(value: object) -> float:
     return math.nan if value is None else float(value)
 
 
-class VoiceFeatures:
-    """Ray Data ``map_batches`` step: chunk audio → voice features per window.
+class VoiceFeatures(Step):
+    """Chunk audio → voice features per window.
 
-    Apply with ``batch_format="numpy"``; the torchaudio transforms are built once per actor in
-    ``__init__`` from a :class:`VoiceFeaturesConfig` made on the driver.
+    The torchaudio transforms are built once per worker (``setup``) from a
+    :class:`VoiceFeaturesConfig` made on the driver.
 
     * Reads, per chunk row: ``AUDIO`` (16 kHz mono float32 samples of any length, as an object
       array of arrays or a 2-D array; ``None`` or empty where there are none),
@@ -286,16 +233,26 @@ class VoiceFeatures:
       A row whose chunk bounds are null or not finite (an error row without media) gets zero
       windows; a row with samples but no finite ``AUDIO_START_S`` is
       treated as without audio and logged.  Nothing raises on bad data.
-    * Resources: CPU only, one core is plenty (vectorised torch: ~ 0.15 s of one core per
-      minute of audio, ~ 16 ms per 10 s chunk), a few MB per chunk beyond the batch itself.
-      The pipeline sets them through its ``StageResources`` (operators/resources.py).
+    * Cost: vectorised torch, ~ 0.15 s of one core per minute of audio (~ 16 ms per 10 s
+      chunk), a few MB per chunk beyond the batch itself; a task with the decoder's
+      resources, fused into the decode task.
     """
 
-    def __init__(self, config: VoiceFeaturesConfig | None = None) -> None:
+    name = "VoiceFeatures"
+    reads = (AUDIO, AUDIO_START_S, CHUNK_START_S, CHUNK_END_S, HAS_AUDIO)
+    writes = (VOICE_WINDOW_START_S, VOICE_SPEECH_RATIO, VOICE_PITCH_HZ, VOICE_LOUDNESS_DB,
+              VOICE_MFCC)
+    drops = (AUDIO,)
+
+    def __init__(self, config: VoiceFeaturesConfig | None = None,
+                 resources: StageResources | None = None) -> None:
+        super().__init__(resources)
         self.config = config if config is not None else VoiceFeaturesConfig()
+
+    def setup(self) -> None:
         self._mfcc = build_mfcc(SAMPLE_RATE, self.config)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def process(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cfg = self.config
         columns: dict[str, list[np.ndarray]] = {
             VOICE_WINDOW_START_S: [],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -13,35 +12,21 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from models import fusion as fusion_model
+from models.emotions import CIRCUMPLEX, MIN_PROB
 from models.fusion import FusionModel
 from operators import schema as S
+from operators.resources import StageResources
+from operators.step import Grain, Step, load_from_bytes
 from operators.vision.track_faces import TrackConfig, link_tracks
 
 logger = logging.getLogger(__name__)
 
-# Valence/arousal of each category (order S.EMOTIONS), on [-1, 1], from the pleasure and
-# arousal ratings of emotion terms by Russell & Mehrabian (1977), as tabulated for the basic
-# emotions in affective computing (e.g. ALMA, Gebhard 2005).  A window's valence/arousal is
-# the probability-weighted mean of these points: a documented stand-in until a model trained
-# on valence/arousal labels exists (the VA_SOURCE column says which was used).
-CIRCUMPLEX: dict[str, tuple[float, float]] = {
-    "angry": (-0.51, 0.59),
-    "disgust": (-0.60, 0.35),
-    "fear": (-0.64, 0.60),
-    "happy": (0.81, 0.51),
-    "sad": (-0.63, -0.27),
-    "surprise": (0.40, 0.67),
-    "neutral": (0.0, 0.0),
-}
 VA_CIRCUMPLEX = "circumplex_from_face_probs"
 # The product rule's rows: the circumplex mapping of the row's probabilities, i.e. of the
 # face × voice product on `fusion` rows, the face's on `face_only`, the voice's on `voice_only`.
 VA_PRODUCT = "circumplex_from_fused_probs"
 VA_FUSION = "fusion_model"
 FUSION_BOTH, FUSION_FACE_ONLY, FUSION_VOICE_ONLY = S.FUSION_MODES
-# Floor of a class probability in the product rule: softmax outputs are never 0, but two
-# confident models that disagree can multiply to 0 in float32; in log space they cannot.
-_MIN_PROB = 1e-12
 
 
 class TimelineConfig(BaseModel):
@@ -88,13 +73,14 @@ def _concat(batch: dict[str, np.ndarray], column: str, dtype: Any, width: int | 
     return np.concatenate(parts) if parts else np.zeros((0, *shape[1:]), dtype)
 
 
-class BuildTimeline:
-    """``groupby(CLIP_ID).map_groups`` step: all chunk rows of one clip in, one row out.
+class BuildTimeline(Step):
+    """All chunk rows of one clip in (``groupby(CLIP_ID)``), one clip row out.
 
     Reads the chunk columns (``FRAME_TS``, ``FACE_FRAME``, ``FACE_BOX``, ``FACE_PROBS``,
     ``FACE_FEATURES``, the ``VOICE_*`` windows, ``STATUS``/``ERROR``, media facts,
-    ``STAGE_SECONDS``).  Writes one row with the ``CLIP_SCHEMA`` summary columns it can know
-    (status, coverage, shares, …) and ``TIMELINE``: the clip's timeline as a list of
+    ``VIDEO_DECODER``, ``STAGE_SECONDS``).  Writes one row with the ``CLIP_SCHEMA`` summary
+    columns it can know (status, coverage, shares, the decoder that read the frames: ""
+    when none did, …) and ``TIMELINE``: the clip's timeline as a list of
     ``TIMELINE_SCHEMA`` structs.
 
     Tracks are linked across the whole clip; each kept track gets one row per window of the
@@ -127,17 +113,38 @@ class BuildTimeline:
     Resources: 1 task per clip on small rows (no frames or crops).
     """
 
+    name = "build_timeline"
+    grain = Grain.CLIP
+    reads = (S.CHUNK_INDEX, S.N_CHUNKS, S.STATUS, S.ERROR, S.FRAME_TS, S.FACE_FRAME,
+             S.FACE_BOX, S.FACE_PROBS, S.CHUNK_START_S, S.CHUNK_END_S,
+             S.VOICE_WINDOW_START_S, S.VOICE_SPEECH_RATIO, S.VOICE_PITCH_HZ,
+             S.VOICE_LOUDNESS_DB, S.VOICE_MFCC, S.STAGE_SECONDS, S.VIDEO_DECODER)
+    replaces = True
+    output_schema = S.CLIP_SUMMARY_SCHEMA
+    writes = tuple(S.CLIP_SUMMARY_SCHEMA.names)
+
     def __init__(self, config: TimelineConfig, min_speech_ratio: float,
-                 fusion: FusionModel | None = None, product: bool = False):
-        if fusion is not None and product:
+                 fusion_checkpoint: bytes | None = None, product: bool = False,
+                 resources: StageResources | None = None):
+        super().__init__(resources)
+        if fusion_checkpoint is not None and product:
             raise ValueError("choose a trained fusion model or the product rule, not both")
         self.config = config
         # The voice stage's definition of a speech window (VoiceFeaturesConfig): one source.
         self.min_speech_ratio = min_speech_ratio
-        self.fusion = fusion
+        self.fusion_checkpoint = fusion_checkpoint
         self.product = product
+        self.fusion: FusionModel | None = None
+        if product or fusion_checkpoint is not None:
+            self.reads = (*self.reads, S.VOICE_PROBS)
+        if fusion_checkpoint is not None:
+            self.reads = (*self.reads, S.FACE_FEATURES, S.VOICE_FEATURES)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+    def setup(self) -> None:
+        if self.fusion_checkpoint is not None:
+            self.fusion = load_from_bytes(fusion_model.load, self.fusion_checkpoint)
+
+    def process(self, batch: dict[str, np.ndarray]) -> pa.Table:
         started = time.perf_counter()
         order = np.argsort(batch[S.CHUNK_INDEX], kind="stable")
         batch = {k: v[order] for k, v in batch.items()}
@@ -146,7 +153,6 @@ class BuildTimeline:
         errors = [e for e in batch[S.ERROR] if e]
         lost = sorted(set(range(int(first[S.N_CHUNKS]))) - set(batch[S.CHUNK_INDEX].tolist()))
         if lost and not statuses:
-            statuses.append(S.Status.PARTIAL.value)
             errors.append(f"chunk(s) {lost} of {int(first[S.N_CHUNKS])} lost after repeated "
                           "worker failures; the timeline has gaps there")
 
@@ -184,8 +190,10 @@ class BuildTimeline:
         n_tracks = int(faces.tracks.max()) + 1 if len(faces.tracks) else 0
         rows = self._timeline_rows(first, starts, ends, faces, n_tracks, voice)
 
-        summary = self._summary(first, statuses, errors, n_tracks, len(frame_ts), starts,
-                                face_frame[faces.tracks == 0], rows, voice)
+        summary = self._summary(first, statuses, bool(lost), errors, n_tracks, len(frame_ts),
+                                starts, face_frame[faces.tracks == 0], rows, voice)
+        # Chunks without frames say "": the first chunk that has some names the decoder.
+        summary[S.VIDEO_DECODER] = next((d for d in batch[S.VIDEO_DECODER] if d), "")
         summary[S.PROCESSING_S] = float(np.sum(batch[S.STAGE_SECONDS])) + (
             time.perf_counter() - started)
         table = pa.Table.from_pylist([summary])
@@ -293,9 +301,9 @@ class BuildTimeline:
             face[w] = probs[lo[w]:hi[w]].mean(axis=0)
         voice_probs = voice[S.VOICE_PROBS]
         heard = speaks & np.isfinite(voice_probs).all(axis=1)
-        log_p = (np.where(present[:, None], np.log(np.maximum(face, _MIN_PROB)), 0.0)
+        log_p = (np.where(present[:, None], np.log(np.maximum(face, MIN_PROB)), 0.0)
                  + np.where(heard[:, None], np.log(np.maximum(np.nan_to_num(voice_probs),
-                                                               _MIN_PROB)), 0.0))
+                                                               MIN_PROB)), 0.0))
         fused = np.exp(log_p - log_p.max(axis=1, keepdims=True))
         fused = (fused / fused.sum(axis=1, keepdims=True)).astype(np.float32)
         estimated = present | heard
@@ -335,8 +343,8 @@ class BuildTimeline:
         smoothed[present] /= smoothed[present].sum(axis=1, keepdims=True)
         return smoothed
 
-    def _summary(self, first, statuses, errors, n_tracks, n_frames, starts, participant_frames,
-                 rows, voice) -> dict[str, Any]:
+    def _summary(self, first, statuses, chunks_lost, errors, n_tracks, n_frames, starts,
+                 participant_frames, rows, voice) -> dict[str, Any]:
         has_audio = bool(first[S.HAS_AUDIO])
         speech_ratio = voice[S.SPEECH_RATIO]
         voiced = ~np.isnan(speech_ratio)
@@ -360,18 +368,13 @@ class BuildTimeline:
         sources = {r[S.VA_SOURCE] for r in rows if r[S.VA_SOURCE]}
         summary[S.VA_SOURCE] = sources.pop() if sources else None
 
-        if statuses:
-            # The first upstream failure is the clip's fate; later rows only add detail.
-            status = statuses[0]
-        elif n_tracks == 0:
-            status = S.Status.NO_FACE.value
+        status = S.decide_status(upstream=statuses, chunks_lost=chunks_lost,
+                                 face_tracks=n_tracks, has_audio=has_audio)
+        if status is S.Status.NO_FACE:
             errors.append(f"no face found in {n_frames} sampled frames")
-        elif not has_audio:
-            status = S.Status.NO_AUDIO.value
+        elif status is S.Status.NO_AUDIO:
             errors.append("no audio stream: voice columns are null")
-        else:
-            status = S.Status.OK.value
-        summary[S.STATUS] = status
+        summary[S.STATUS] = status.value
         summary[S.ERROR] = "; ".join(errors) or None
         return summary
 
@@ -405,26 +408,3 @@ def _absent_face(track: int | None) -> dict[str, Any]:
         **dict.fromkeys(S.PROB_COLUMNS), S.DOMINANT_EMOTION: None, S.VALENCE: None,
         S.AROUSAL: None, S.VA_SOURCE: None, S.FUSION_MODE: None,
     }
-
-
-def make_timeline_fn(config: TimelineConfig, min_speech_ratio: float,
-                     fusion_checkpoint: bytes | None = None, product: bool = False):
-    """``map_groups`` needs a named function: wrap :class:`BuildTimeline` in one.
-
-    ``fusion_checkpoint``: a trained fusion model; ``product``: the product rule; neither:
-    face only.  The fusion model (if any) is loaded once per worker process, on first use.
-    """
-    state: dict[str, BuildTimeline] = {}
-
-    def build_timeline(batch: dict[str, np.ndarray]) -> pa.Table:
-        if "builder" not in state:
-            fusion = None
-            if fusion_checkpoint is not None:
-                with tempfile.NamedTemporaryFile(suffix=".pt") as handle:
-                    handle.write(fusion_checkpoint)
-                    handle.flush()
-                    fusion = fusion_model.load(handle.name)
-            state["builder"] = BuildTimeline(config, min_speech_ratio, fusion, product)
-        return state["builder"](batch)
-
-    return build_timeline

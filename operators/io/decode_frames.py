@@ -1,4 +1,4 @@
-"""Decode: sampled frames (decord) and 16 kHz mono audio (ffmpeg) in bounded time chunks.
+"""Decode: sampled frames (decord, or PyAV) and 16 kHz mono audio (ffmpeg) in bounded chunks.
 
 Both stream: decord decodes one chunk's frames at a time and is stopped after each chunk
 (see :class:`FrameSampler`), and one ffmpeg audio pipe is read a chunk at a time, so a
@@ -6,7 +6,9 @@ decoder's memory does not depend on the recording's length.  Stopping decord mak
 chunk start again from a keyframe; a recording whose keyframes are far apart (a browser's
 MediaRecorder writes one at the start) would then decode its beginning again for every
 chunk, quadratic in its length, so such recordings are read in one sequential pass with
-PyAV instead (:class:`StreamingFrameSampler`, chosen by :func:`open_sampler`)."""
+PyAV instead (:class:`StreamingFrameSampler`, chosen by :func:`open_sampler`).  PyAV also
+reads the streams decord cannot: its wheel's FFmpeg has decoders decord's lacks (AV1 through
+libdav1d), so a clip is a ``decode_error`` only when neither can read it."""
 
 from __future__ import annotations
 
@@ -16,10 +18,9 @@ import math
 import re
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import av
 import decord
@@ -27,9 +28,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from operators import schema as S
-from operators.audio.extract_audio import SAMPLE_RATE, AudioDecodeError, AudioStream
+from operators.audio.extract_audio import AudioDecodeError, AudioStream
 from operators.io.files import is_remote
-from operators.memory import release_freed_heap
+from operators.io.probe_media import UNKNOWN_MEDIA
+from operators.resources import StageResources
+from operators.schema import SAMPLE_RATE
+from operators.step import Grain, Step
 
 logger = logging.getLogger(__name__)
 
@@ -182,20 +186,23 @@ def _empty_media(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def make_decode_fn(config: DecodeConfig) -> Callable[[dict[str, Any]], Iterator[dict[str, Any]]]:
-    """Flat-map function (``Dataset.flat_map``): one clip row in, chunk rows out.
+class DecodeFrames(Step):
+    """Decode one clip row into chunk rows (a generator: one chunk in memory at a time).
 
     Reads ``LOCAL_PATH``, ``URI``, ``STATUS`` and the media facts.  Emits one row per
     ``chunk_s`` of the clip with ``FRAMES`` (uint8 n×H×W×3 RGB at the working size, rotation
     applied), ``FRAME_TS``, ``FRAME_WIDTH``/``FRAME_HEIGHT``, ``AUDIO`` (16 kHz mono float32 from
     ``AUDIO_START_S`` = chunk start, covering the chunk plus ``window_s - hop_s`` so the last
     windows are complete; empty without an audio stream), ``CHUNK_*`` and ``N_CHUNKS`` (so
-    a chunk lost later to repeated worker failures is noticed).  A generator: frames and
-    audio are decoded as each chunk is asked for, so only one chunk is in memory at a time
-    (see :class:`FrameSampler` and ``_AudioWindows``).
+    a chunk lost later to repeated worker failures is noticed), and ``VIDEO_DECODER`` (the
+    library that read the chunk's frames, ``decord`` or ``pyav``; "" on a row without
+    frames).  A generator: frames and audio are decoded as each chunk is asked for, so only
+    one chunk is in memory at a time (see :class:`FrameSampler` and ``_AudioWindows``).
 
     Failure behaviour: a clip that already failed (staging/probe) becomes one row with its
-    status and no media.  A decode error before any frame ends the clip with
+    status and no media.  A stream decord cannot open, or faults on before its first frame,
+    is read by PyAV instead (see :func:`open_sampler`).  A decode error before any frame
+    (neither library read one; decord's reason is the message) ends the clip with
     ``decode_error``; one after some frames ends it with ``partial``: the frames before the
     fault are kept (the faulty chunk is cut at the first sample that could not be decoded,
     and the message names that time).  Damaged audio marks the chunk ``partial`` with the
@@ -203,28 +210,37 @@ def make_decode_fn(config: DecodeConfig) -> Callable[[dict[str, Any]], Iterator[
     decoded as usual (the stretch runs to the end when nothing after it decodes).  A picture
     with a side under 64 px is decoded stretched to 64 px and noted in ``ERROR`` (it cannot
     show a face).  Staged copies of remote inputs are deleted when the clip is done.
-    Resources: 1 CPU (decord + one ffmpeg process); freed heap goes back to the OS after
-    every chunk (``operators.memory``).
+    Resources: ``resources.decode`` (decord + one ffmpeg process).
     """
 
-    def decode(row: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    name = "decode"
+    grain = Grain.ROWS
+    reads = (S.LOCAL_PATH, S.URI, S.STATUS, S.ERROR, S.STAGE_SECONDS, *UNKNOWN_MEDIA)
+    writes = (S.CHUNK_INDEX, S.N_CHUNKS, S.CHUNK_START_S, S.CHUNK_END_S, S.FRAMES, S.FRAME_TS,
+              S.FRAME_WIDTH, S.FRAME_HEIGHT, S.AUDIO, S.AUDIO_START_S, S.VIDEO_DECODER,
+              S.STATUS, S.ERROR)
+    drops = (S.LOCAL_PATH,)
+
+    def __init__(self, config: DecodeConfig, resources: StageResources | None = None):
+        super().__init__(resources)
+        self.config = config
+
+    def process(self, row: dict[str, Any]) -> Iterator[dict[str, Any]]:
         local = Path(row[S.LOCAL_PATH]) if row[S.LOCAL_PATH] else None
+        row[S.VIDEO_DECODER] = ""  # until a sampler has read frames
         try:
             if row[S.STATUS]:
                 yield _empty_media(_chunk_row(row, 0, 0.0, 0.0))
                 return
-            yield from _decode_chunks(row, local, config)
+            yield from _decode_chunks(row, local, self.config)
         finally:
             if local is not None and is_remote(row[S.URI]):
                 local.unlink(missing_ok=True)
-
-    return decode
 
 
 def _decode_chunks(
     row: dict[str, Any], path: Path, config: DecodeConfig
 ) -> Iterator[dict[str, Any]]:
-    started = time.perf_counter()
     duration = float(row[S.DURATION_S])
     # The displayed size: decord turns frames upright itself (see FrameSampler).
     disp_w, disp_h = int(row[S.WIDTH]), int(row[S.HEIGHT])
@@ -244,7 +260,6 @@ def _decode_chunks(
             reason = (_first_line(exc).replace(f"[{path}] ", "")
                       if isinstance(exc, decord.DECORDError) else _av_reason(exc))
             failed[S.ERROR] = f"decoder could not open the video stream: {reason}"
-            failed[S.STAGE_SECONDS] += time.perf_counter() - started
             yield failed
             return
 
@@ -264,6 +279,9 @@ def _decode_chunks(
             times = np.arange(math.ceil(start * config.sample_fps - 1e-9),
                               math.ceil(end * config.sample_fps - 1e-9)) / config.sample_fps
             frames = sampler.take(times)
+            if not index and not len(frames) and sampler.fault is not None:
+                sampler, frames = _read_with_pyav(sampler, times, path, width, height, row,
+                                                  config, stack)
             fault = None
             if sampler.fault is not None and len(frames) < len(times):
                 fault_s = float(times[len(frames)])
@@ -273,7 +291,6 @@ def _decode_chunks(
                     failed = _empty_media(chunk)
                     failed[S.STATUS] = status.value
                     failed[S.ERROR] = fault
-                    failed[S.STAGE_SECONDS] += time.perf_counter() - started
                     yield failed
                     return
                 # The chunk now ends at the first sample that could not be decoded, so the
@@ -283,6 +300,7 @@ def _decode_chunks(
                 chunk[S.STATUS] = S.Status.PARTIAL.value
                 chunk[S.ERROR] = "; ".join(e for e in (chunk[S.ERROR], fault) if e)
             chunk[S.FRAMES] = frames
+            chunk[S.VIDEO_DECODER] = sampler.decoder
             chunk[S.FRAME_TS] = times.astype(np.float64)
             chunk[S.FRAME_HEIGHT], chunk[S.FRAME_WIDTH] = int(frames.shape[1]), int(frames.shape[2])
             chunk[S.AUDIO_START_S] = start
@@ -296,35 +314,82 @@ def _decode_chunks(
                     damaged = f"audio damaged at {where} ({why}): voice columns null there"
                     chunk[S.ERROR] = "; ".join(e for e in (chunk[S.ERROR], damaged) if e)
                 windows.damage.clear()
-            chunk[S.STAGE_SECONDS] += time.perf_counter() - started
             yield chunk
             if fault is not None:
                 return
-            # One task decodes a whole recording: give the last chunk's freed buffers back
-            # so the worker's heap stays flat however long the recording is.
-            release_freed_heap()
-            started = time.perf_counter()
 
 
 def open_sampler(path: Path, width: int, height: int, row: dict[str, Any],
                  config: DecodeConfig, stack: contextlib.ExitStack
                  ) -> FrameSampler | StreamingFrameSampler:
     """The frame sampler for one clip, entered on ``stack``: decord's
-    :class:`FrameSampler`, unless the recording's keyframes are more than
-    ``config.max_keyframe_gap_s`` apart, then :class:`StreamingFrameSampler` (PyAV, one
-    sequential pass).  Raises ``decord.DECORDError`` / ``av.FFmpegError`` for a file with no
-    decodable video stream."""
-    sampler = stack.enter_context(FrameSampler(
-        path, width, height, str(row[S.CONTAINER]), config.num_threads))
+    :class:`FrameSampler`; :class:`StreamingFrameSampler` (PyAV, one sequential pass) when
+    decord cannot open the video stream (its bundled FFmpeg has no decoder for it: AV1) and
+    PyAV decodes its first frame, or when the recording's keyframes are more than
+    ``config.max_keyframe_gap_s`` apart.  Raises decord's ``decord.DECORDError`` when
+    neither library can open the stream (its reason is the clip's message)."""
+    try:
+        sampler = stack.enter_context(FrameSampler(
+            path, width, height, str(row[S.CONTAINER]), config.num_threads))
+    except decord.DECORDError as exc:
+        streaming = _open_streaming(path, width, height, row, config, stack)
+        if streaming is None:
+            raise
+        logger.info("%s: decord cannot open its %s video stream (%s); PyAV decodes it",
+                    path.name, row[S.VIDEO_CODEC] or "unnamed", _first_line(exc))
+        return streaming
     if sampler.max_keyframe_gap_s <= config.max_keyframe_gap_s:
         return sampler
     logger.info("%s: keyframes up to %.0f s apart; decoding it in one sequential pass",
                 path.name, sampler.max_keyframe_gap_s)
     sampler.__exit__()
-    rotation = row[S.ROTATION]
-    rotation = int(rotation) % 360 if rotation == rotation else 0  # NaN: unknown, as stored
     return stack.enter_context(StreamingFrameSampler(
-        path, width, height, rotation, config.num_threads))
+        path, width, height, _rotation(row), config.num_threads))
+
+
+def _rotation(row: dict[str, Any]) -> int:
+    """The probe's rotation as whole degrees clockwise (0 when unknown)."""
+    rotation = row[S.ROTATION]
+    return int(rotation) % 360 if rotation == rotation else 0  # NaN: unknown, as stored
+
+
+def _open_streaming(path: Path, width: int, height: int, row: dict[str, Any],
+                    config: DecodeConfig, stack: contextlib.ExitStack
+                    ) -> StreamingFrameSampler | None:
+    """PyAV's sampler entered on ``stack`` if it decodes the stream's first frame, else None
+    (the reason is logged: the caller reports decord's)."""
+    try:
+        sampler = stack.enter_context(StreamingFrameSampler(
+            path, width, height, _rotation(row), config.num_threads))
+    except av.FFmpegError as exc:
+        logger.info("%s: PyAV cannot open the video stream either: %s", path.name,
+                    _av_reason(exc))
+        return None
+    if sampler.readable:
+        return sampler
+    logger.info("%s: PyAV decodes no frame of the video stream either: %s", path.name,
+                sampler.fault)
+    sampler.__exit__()
+    return None
+
+
+def _read_with_pyav(sampler: FrameSampler | StreamingFrameSampler, times: np.ndarray,
+                    path: Path, width: int, height: int, row: dict[str, Any],
+                    config: DecodeConfig, stack: contextlib.ExitStack
+                    ) -> tuple[FrameSampler | StreamingFrameSampler, np.ndarray]:
+    """The first chunk's sampler and frames after ``sampler`` faulted before its first frame:
+    decord's fault is retried with PyAV, which goes on from there if it decodes frames at
+    ``times``; otherwise ``sampler`` and no frames (its fault is the clip's message)."""
+    empty = np.zeros((0, height, width, 3), np.uint8)
+    if not isinstance(sampler, FrameSampler):
+        return sampler, empty
+    streaming = _open_streaming(path, width, height, row, config, stack)
+    frames = streaming.take(times) if streaming is not None else empty
+    if not len(frames):
+        return sampler, empty
+    logger.info("%s: decord cannot read its video stream (%s); PyAV decodes it", path.name,
+                sampler.fault)
+    return streaming, frames
 
 
 class FrameSampler:
@@ -358,6 +423,8 @@ class FrameSampler:
     asked).  Opening a file without a decodable video stream raises ``decord.DECORDError``.
     """
 
+    decoder: ClassVar[str] = "decord"  # schema.VIDEO_DECODER
+
     def __init__(self, path: str | Path, width: int, height: int, container: str = "",
                  threads: int = 1):
         self._path, self._container = Path(path), container
@@ -374,8 +441,10 @@ class FrameSampler:
         try:
             try:
                 self._reader = self._open(self._path)
-            except decord.DECORDError:
-                if "matroska" not in self._container or not self._remux():
+            except decord.DECORDError as exc:
+                # A copy does not help a codec decord has no decoder for (AV1).
+                if ("matroska" not in self._container or _NO_DECODER in str(exc)
+                        or not self._remux()):
                     raise  # decord's reason is the clip's message
                 logger.info("%s: no duration in its header; decoding a remuxed copy",
                             self._path.name)
@@ -456,6 +525,8 @@ class FrameSampler:
 
 
 # decord prefixes each message with "[hh:mm:ss] /its/source.cc:123: "; the reason follows.
+# FFmpeg's AVERROR_DECODER_NOT_FOUND, in decord's message when its FFmpeg lacks the decoder.
+_NO_DECODER = "-1128613112"
 _DECORD_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ")
 # decord's words for a packet the codec refused, with ffmpeg's error code.
 _REFUSED_PACKET = re.compile(r"avcodec_send_packet\(.*\(([-\d]+) vs\. 0\)")
@@ -479,7 +550,9 @@ class StreamingFrameSampler:
     """The frames on screen at given times, from one sequential pass over a video stream (PyAV).
 
     Used instead of :class:`FrameSampler` for recordings whose keyframes are further apart than
-    ``DecodeConfig.max_keyframe_gap_s`` (see :func:`open_sampler`).
+    ``DecodeConfig.max_keyframe_gap_s``, and for video streams decord cannot open or decode
+    (AV1: decord's FFmpeg has no decoder for it, PyAV's has libdav1d; see
+    :func:`open_sampler`).
 
     A context manager over a PyAV container.  :meth:`take` is called with increasing sample
     times (seconds from the stream's first timestamp) and returns, for each, the frame on
@@ -493,8 +566,11 @@ class StreamingFrameSampler:
 
     A packet the codec refuses (damaged data) ends the pass: :attr:`fault` then says why,
     and :meth:`take` returns the frames before the damage (possibly fewer than asked).
-    Opening a file without a decodable video stream raises ``av.FFmpegError``.
+    Opening a file without a video stream, or whose video codec PyAV has no decoder for,
+    raises ``av.FFmpegError``; :attr:`readable` says whether the first frame decoded.
     """
+
+    decoder: ClassVar[str] = "pyav"  # schema.VIDEO_DECODER
 
     def __init__(self, path: str | Path, width: int, height: int, rotation: int = 0,
                  threads: int = 1):
@@ -514,14 +590,24 @@ class StreamingFrameSampler:
 
     def __enter__(self) -> StreamingFrameSampler:
         self._container = av.open(self._path)
-        if not self._container.streams.video:
-            self._container.close()
-            raise av.error.InvalidDataError(1094995529, "no video stream")
-        stream = self._container.streams.video[0]
-        stream.codec_context.thread_count = self._threads
-        self._frames = self._decode(stream)
-        self._next = next(self._frames, None)
+        try:
+            if not self._container.streams.video:
+                raise av.error.InvalidDataError(1094995529, "no video stream")
+            stream = self._container.streams.video[0]
+            if stream.codec_context is None:  # a codec PyAV's FFmpeg has no decoder for
+                raise av.error.DecoderNotFoundError(1128613112, "no decoder for the video codec")
+            stream.codec_context.thread_count = self._threads
+            self._frames = self._decode(stream)
+            self._next = next(self._frames, None)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
+
+    @property
+    def readable(self) -> bool:
+        """Whether the stream gave a frame (False: its first packets do not decode)."""
+        return self._current is not None or self._next is not None
 
     def __exit__(self, *exc: object) -> None:
         if self._container is not None:

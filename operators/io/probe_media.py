@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import ffmpeg
 
 from operators import schema as S
+from operators.step import Grain, Step
 
 logger = logging.getLogger(__name__)
 
@@ -153,18 +152,22 @@ UNKNOWN_MEDIA: dict[str, Any] = {
 }
 
 
-def make_probe_fn() -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """Row function (``Dataset.map``) adding the media facts.
+class ProbeMedia(Step):
+    """Add the media facts of each input, and the verdict whether it can be decoded at all.
 
     Reads ``LOCAL_PATH``, ``STATUS``; writes the media columns (``DURATION_S``, ``FPS``,
     ``WIDTH``/``HEIGHT`` as displayed, ``ROTATION``, ``HAS_AUDIO``, ``CONTAINER``,
-    ``VIDEO_CODEC``), and on failure ``STATUS`` (``empty_file``, ``not_video``,
-    ``decode_error``) with a specific ``ERROR``.  Rows that already failed pass through.
-    Resources: 1 CPU for one ffprobe process.
+    ``VIDEO_CODEC``; NaN/"" when unknown), and on failure ``STATUS`` (``empty_file``,
+    ``not_video``, ``decode_error``) with a specific ``ERROR``.  Rows that already failed
+    pass through.  One ffprobe process; the decoder's resources (fused with it).
     """
 
-    def probe(row: dict[str, Any]) -> dict[str, Any]:
-        started = time.perf_counter()
+    name = "probe"
+    grain = Grain.ROW
+    reads = (S.LOCAL_PATH, S.URI, S.STATUS, S.ERROR)
+    writes = (*UNKNOWN_MEDIA, S.STATUS, S.ERROR)
+
+    def process(self, row: dict[str, Any]) -> dict[str, Any]:
         row.update(UNKNOWN_MEDIA)
         if not row[S.STATUS]:
             try:
@@ -172,7 +175,4 @@ def make_probe_fn() -> Callable[[dict[str, Any]], dict[str, Any]]:
             except ProbeError as failure:
                 row[S.STATUS], row[S.ERROR] = failure.status.value, failure.message
                 logger.warning("%s: %s: %s", row[S.URI], failure.status.value, failure.message)
-        row[S.STAGE_SECONDS] += time.perf_counter() - started
         return row
-
-    return probe

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from operators import schema as S
 from operators.io.files import StorageOptions, download, is_remote
+from operators.resources import StageResources
+from operators.step import Grain, Step
 
 logger = logging.getLogger(__name__)
 
@@ -19,26 +19,36 @@ def staged_path(cache_dir: str, clip_id: str, uri: str) -> Path:
     return Path(cache_dir) / f"{clip_id}{PurePosixPath(uri).suffix.lower()}"
 
 
-def make_stage_fn(
-    storage_options: StorageOptions, cache_dir: str
-) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """Row function (``Dataset.map``) making ``LOCAL_PATH`` for each input.
+class StageInput(Step):
+    """Give each input row a ``LOCAL_PATH``: local inputs are used in place; remote ones
+    (``s3://…``) are downloaded into ``cache_dir`` on this node (the decoder deletes them
+    when it is done).
 
-    Reads ``CLIP_ID``, ``URI``; writes ``LOCAL_PATH``, ``STATUS``/``ERROR`` (``read_error`` when
-    storage cannot deliver the object), ``SIZE_BYTES`` and ``STAGE_SECONDS``.  Local inputs are
-    used in place; remote ones (``s3://…``) are downloaded into ``cache_dir`` on this node and
-    deleted by the decoder when it is done.  Resources: 1 CPU, network-bound.
+    Reads ``CLIP_ID``, ``URI``; writes ``LOCAL_PATH`` ("" when not staged), ``SIZE_BYTES``,
+    and ``STATUS``/``ERROR`` (``read_error``, with the reason) when storage cannot deliver
+    the object.  Network-bound; its resources are the decoder's (``resources.decode``), so
+    Ray fuses stage, probe and decode into one task per clip.
     """
 
-    def stage(row: dict[str, Any]) -> dict[str, Any]:
-        started = time.perf_counter()
+    name = "stage"
+    grain = Grain.ROW
+    reads = (S.CLIP_ID, S.URI, S.STATUS, S.ERROR)
+    writes = (S.LOCAL_PATH, S.SIZE_BYTES, S.STATUS, S.ERROR)
+
+    def __init__(self, storage_options: StorageOptions, cache_dir: str,
+                 resources: StageResources | None = None):
+        super().__init__(resources)
+        self.storage_options = storage_options
+        self.cache_dir = cache_dir
+
+    def process(self, row: dict[str, Any]) -> dict[str, Any]:
         uri = row[S.URI]
         row[S.LOCAL_PATH] = ""
         try:
             if is_remote(uri):
-                local = staged_path(cache_dir, row[S.CLIP_ID], uri)
+                local = staged_path(self.cache_dir, row[S.CLIP_ID], uri)
                 if not local.exists():
-                    download(uri, storage_options, local)
+                    download(uri, self.storage_options, local)
             else:
                 local = Path(uri)
                 if not local.is_file():
@@ -58,7 +68,4 @@ def make_stage_fn(
             row[S.ERROR] = f"storage error reading input: {type(exc).__name__}: {exc}"
         if row[S.STATUS]:
             logger.warning("%s: %s", uri, row[S.ERROR])
-        row[S.STAGE_SECONDS] = time.perf_counter() - started
         return row
-
-    return stage

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict
 
 from operators import schema as S
 from operators.io.files import join, remove, write_parquet_atomic
+from operators.resources import StageResources
+from operators.step import Step
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +54,8 @@ def _clean(value):
     return value
 
 
-class TimelineWriter:
-    """Ray Data ``map_batches`` function writing each clip's outputs.
+class TimelineWriter(Step):
+    """Write each clip's outputs.
 
     Reads one row per clip: the ``CLIP_SCHEMA`` summary columns and ``TIMELINE``.  Writes
     ``OUT/timelines/<clip_id>.parquet`` (``TIMELINE_SCHEMA``; removed when the clip has no
@@ -61,11 +63,21 @@ class TimelineWriter:
     (``CLIP_SCHEMA``, one row).  File names derive from the clip id, so re-running the same
     inputs replaces rows instead of duplicating them; each file is written atomically, the
     timeline before the clip row, so a clip row always describes a complete timeline.
+    Placeholders become nulls (``_clean``): a clip whose frames no decoder read has a null
+    ``VIDEO_DECODER``, one whose probe failed null media facts.
     Returns the clip rows (``CLIP_SCHEMA``).  Storage errors raise: they are infrastructure
-    faults for Ray to retry, not clip data errors.  Resources: 1 CPU, I/O-bound.
+    faults for Ray to retry, not clip data errors.  I/O-bound.
     """
 
-    def __init__(self, config: WriterConfig):
+    name = "TimelineWriter"
+    batch_format = "pyarrow"
+    reads = tuple(S.CLIP_SUMMARY_SCHEMA.names)
+    replaces = True
+    output_schema = S.CLIP_SCHEMA
+    writes = tuple(S.CLIP_SCHEMA.names)
+
+    def __init__(self, config: WriterConfig, resources: StageResources | None = None):
+        super().__init__(resources)
         self.config = config
 
     def _clip_row(self, row: dict) -> dict:
@@ -85,13 +97,14 @@ class TimelineWriter:
     def write_failed(self, clip_id: str, uri: str, message: str) -> dict:
         """Record a clip whose rows never arrived (its tasks failed on every retry)."""
         remove(timeline_uri(self.config.out, clip_id), self.config.storage_options)
-        row = self._clip_row({S.CLIP_ID: clip_id, S.URI: uri, S.STATUS: S.Status.FAILED.value,
+        status = S.decide_status(clip_lost=True)
+        row = self._clip_row({S.CLIP_ID: clip_id, S.URI: uri, S.STATUS: status.value,
                               S.ERROR: message, S.DURATION_S: None})
         write_parquet_atomic(pa.Table.from_pylist([row], schema=S.CLIP_SCHEMA),
                              clip_uri(self.config.out, clip_id), self.config.storage_options)
         return row
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def process(self, batch: pa.Table) -> pa.Table:
         clip_rows = []
         summaries = batch.drop_columns([S.TIMELINE]).to_pylist()
         for i, row in enumerate(summaries):

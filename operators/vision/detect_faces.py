@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from operators import schema as S
 from operators.batches import ragged
-from operators.memory import release_freed_heap
+from operators.resources import StageResources
+from operators.step import Step
 from operators.vision.track_faces import match_one_to_one
 
 logger = logging.getLogger(__name__)
@@ -140,8 +140,8 @@ def align_crops(
     return crops.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
 
-class FaceDetector:
-    """Ray Data ``map_batches`` actor: MTCNN on each chunk's frames, plus aligned crops.
+class FaceDetector(Step):
+    """MTCNN on each chunk's frames, plus aligned crops (an actor: it holds the model).
 
     Columns read: ``FRAMES`` (uint8 n×H×W×3 RGB), ``FRAME_TS``, ``CHUNK_INDEX``, ``ERROR``.
     Columns written (flat per chunk, one entry per face): ``FACE_FRAME`` (int32 index into
@@ -153,21 +153,30 @@ class FaceDetector:
     With ``detection_stride`` > 1 some faces are tracked rather than detected (see the
     config): each has its box, eye points and a score no higher than its two detections'.
     Chunks are tracked independently, so no state crosses rows.
-    Resources: the model loads once per actor, on CUDA when the actor holds a GPU (fractional
-    GPUs let several actors share one), else CPU; freed heap goes back to the OS after every
-    batch (``operators.memory``), so the actor's memory does not grow with the recording.
-    Bad input cannot reach here (the decoder turns it into status rows); an exception here is
-    a bug or an infrastructure fault.
+    The model loads once per actor (``setup``), on CUDA when the actor holds a GPU share,
+    else CPU.  Bad input cannot reach here (the decoder turns it into status rows); an
+    exception here is a bug or an infrastructure fault.
     """
 
-    def __init__(self, config: FaceDetectorConfig):
+    name = "FaceDetector"
+    actor = True
+    gpu = True
+    reads = (S.FRAMES, S.CHUNK_INDEX, S.ERROR, S.STAGE_SECONDS)
+    writes = (S.FACE_FRAME, S.FACE_BOX, S.FACE_SCORE, S.FACE_CROPS, S.ERROR)
+    drops = (S.FRAMES,)
+
+    def __init__(self, config: FaceDetectorConfig, resources: StageResources | None = None):
+        super().__init__(resources)
         self.config = config
-        self.device = resolve_device(config.device)
+
+    def setup(self) -> None:
+        self.device = resolve_device(self.config.device)
         self.mtcnn = MTCNN(
-            keep_all=True, min_face_size=config.min_face_size, thresholds=list(config.thresholds),
-            post_process=False, device=self.device,
+            keep_all=True, min_face_size=self.config.min_face_size,
+            thresholds=list(self.config.thresholds), post_process=False, device=self.device,
         )
-        logger.info("FaceDetector on %s (min face %d px)", self.device, config.min_face_size)
+        logger.info("FaceDetector on %s (min face %d px)", self.device,
+                    self.config.min_face_size)
 
     def _detect(self, frames: np.ndarray, indices: list[int]) -> list[_Faces]:
         """MTCNN on ``frames[indices]`` (at the detection size); kept faces per frame."""
@@ -260,19 +269,16 @@ class FaceDetector:
                            else np.zeros((0, size, size, 3), np.uint8)),
         }
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def process(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs: dict[str, list[np.ndarray]] = {
             c: [] for c in (S.FACE_FRAME, S.FACE_BOX, S.FACE_SCORE, S.FACE_CROPS)
         }
-        seconds = np.array(batch[S.STAGE_SECONDS], dtype=np.float64)  # batches are read-only
         errors = list(batch[S.ERROR])
         for i, frames in enumerate(batch[S.FRAMES]):
-            started = time.perf_counter()
             frames = np.asarray(frames)
             result = self.process_chunk(frames)
             for column, value in result.items():
                 outputs[column].append(value)
-            seconds[i] += time.perf_counter() - started
             if len(frames) and self.too_small(*frames.shape[1:3]) and not batch[S.CHUNK_INDEX][i]:
                 # Said once per clip (on its first chunk): the clip ends no_face, and why.
                 note = (f"frames are {frames.shape[2]}×{frames.shape[1]} px, smaller than "
@@ -280,9 +286,7 @@ class FaceDetector:
                         "can be found")
                 errors[i] = "; ".join(e for e in (errors[i], note) if e)
         del batch[S.FRAMES]
-        batch[S.STAGE_SECONDS] = seconds
         batch[S.ERROR] = np.asarray(errors, dtype=object)
         for column, values in outputs.items():
             batch[column] = ragged(values)
-        release_freed_heap()  # this actor lives for the whole job: keep its heap flat
         return batch

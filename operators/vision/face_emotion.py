@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
-import time
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from models import face_emotion
 from operators import schema as S
 from operators.batches import ragged
-from operators.memory import release_freed_heap
+from operators.resources import StageResources
+from operators.step import Step, load_from_bytes
 from operators.vision.detect_faces import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -34,31 +33,34 @@ class FaceEmotionConfig(BaseModel):
     device: str = "auto"
 
 
-class FaceEmotion:
-    """Ray Data ``map_batches`` actor classifying every detected face.
+class FaceEmotion(Step):
+    """Classify every detected face (an actor: it holds the model).
 
     Columns read: ``FACE_CROPS`` (uint8 faces×S×S×3 per chunk row).  Columns written:
     ``FACE_PROBS`` (float32 faces×7, order ``S.EMOTIONS``) and ``FACE_FEATURES`` (float32
     faces×D, the model's penultimate features, for fusion); ``FACE_CROPS`` is dropped, so no
     face image leaves this stage (crops are biometric data).  Rows without faces get empty
-    (0×7, 0×D) arrays.  Resources: the model loads once per actor (GPU when given one); freed
-    heap goes back to the OS after every batch (``operators.memory``).
+    (0×7, 0×D) arrays.  The model loads once per actor (``setup``), on a GPU share when
+    given one.
     """
 
-    def __init__(self, config: FaceEmotionConfig):
+    name = "FaceEmotion"
+    actor = True
+    gpu = True
+    reads = (S.FACE_CROPS,)
+    writes = (S.FACE_PROBS, S.FACE_FEATURES)
+    drops = (S.FACE_CROPS,)
+
+    def __init__(self, config: FaceEmotionConfig, resources: StageResources | None = None):
+        super().__init__(resources)
         self.config = config
-        device = resolve_device(config.device)
-        if config.checkpoint is None:
-            self.model = face_emotion.load(None, device=device)
-        else:
-            with tempfile.NamedTemporaryFile(suffix=".pt") as handle:
-                handle.write(config.checkpoint)
-                handle.flush()
-                self.model = face_emotion.load(handle.name, device=device)
+
+    def setup(self) -> None:
+        self.model = load_from_bytes(face_emotion.load, self.config.checkpoint,
+                                     device=resolve_device(self.config.device))
         logger.info("FaceEmotion model %s on %s", self.model.name, self.model.device)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        started = time.perf_counter()
+    def process(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         crops = [np.asarray(c) for c in batch[S.FACE_CROPS]]
         counts = [len(c) for c in crops]
         stacked = (np.concatenate([c for c in crops if len(c)]) if sum(counts)
@@ -72,9 +74,4 @@ class FaceEmotion:
         batch[S.FACE_PROBS] = ragged([probs[offsets[i]:offsets[i + 1]] for i in rows])
         batch[S.FACE_FEATURES] = ragged([features[offsets[i]:offsets[i + 1]] for i in rows])
         del batch[S.FACE_CROPS]
-        # Share this batch's compute time between its rows in proportion to their faces.
-        elapsed = time.perf_counter() - started
-        total = max(1, sum(counts))
-        batch[S.STAGE_SECONDS] = batch[S.STAGE_SECONDS] + elapsed * np.asarray(counts) / total
-        release_freed_heap()  # a job-long actor: keep its heap flat
         return batch

@@ -8,23 +8,24 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import ray.data
 
-from infra.storage import InputRef, clip_id_for
+from infra.storage import InputRef
 from models.face_emotion.model import DEFAULT_WEIGHTS
 from operators import schema as S
 from operators.audio.voice_emotion import VoiceEmotion, VoiceEmotionConfig
 from operators.audio.voice_features import VoiceFeatures
-from operators.batches import to_list_columns
-from operators.fusion.build_timeline import make_timeline_fn
-from operators.io.decode_frames import make_decode_fn
-from operators.io.probe_media import make_probe_fn
-from operators.io.stage_input import make_stage_fn
+from operators.batches import ToListColumns
+from operators.fusion.build_timeline import BuildTimeline
+from operators.io.decode_frames import DecodeFrames
+from operators.io.probe_media import ProbeMedia
+from operators.io.stage_input import StageInput
 from operators.io.write_outputs import TimelineWriter, WriterConfig
-from operators.resources import apply_map_batches
+from operators.step import Step, apply_steps
 from operators.vision.detect_faces import DETECTOR_NAME, FaceDetector
 from operators.vision.face_emotion import FaceEmotion, FaceEmotionConfig
 from pipelines.emotion_timeline.config import TimelineJobConfig
@@ -63,9 +64,9 @@ class ResolvedModels:
 
 
 def input_rows(inputs: list[InputRef]) -> list[dict[str, Any]]:
-    """The job's first rows: one per input, nothing known yet but its identity."""
+    """The job's first rows (``schema.INPUT_SCHEMA``): one per input."""
     return [
-        {S.CLIP_ID: clip_id_for(ref.uri), S.URI: ref.uri,
+        {S.CLIP_ID: S.clip_id_for(ref.uri), S.URI: ref.uri,
          S.SIZE_BYTES: -1 if ref.size_bytes is None else ref.size_bytes,
          S.STATUS: "", S.ERROR: "", S.STAGE_SECONDS: 0.0}
         for ref in inputs
@@ -75,57 +76,57 @@ def input_rows(inputs: list[InputRef]) -> list[dict[str, Any]]:
 def build(
     config: TimelineJobConfig,
     inputs: list[InputRef],
-    out: str,
     *,
-    run_id: str,
     models: ResolvedModels,
+    writer: TimelineWriter,
     gpus: bool,
     cpus: float,
+    after: Sequence[Step] = (),
 ) -> ray.data.Dataset:
-    """The lazy dataset of written clip rows (``CLIP_SCHEMA``); consuming it runs the job."""
-    storage_options = config.storage.storage_options()
+    """The lazy dataset of clip rows written by ``writer`` (``CLIP_SCHEMA``; the job runner
+    makes it with :func:`make_writer` and writes the failed clips' rows with it too);
+    consuming the dataset runs the job.  ``after``: steps on the written clip rows (the
+    nightly job's state record), in the same plan."""
     res = config.resources
-    detector_res, emotion_res = res.detector, res.emotion
-    if gpus:
-        detector_res, emotion_res = (r.model_copy(update={"num_gpus": res.gpu_share})
-                                     for r in (detector_res, emotion_res))
     # Start no more detector actors than fit beside a decoder and the small actors: actors
     # hold their CPUs, and a pool that cannot start deadlocks the job on a small node.
-    room = cpus - res.decode.num_cpus - emotion_res.num_cpus
-    fit = max(1, int(room // detector_res.num_cpus)) if detector_res.num_cpus else 1
-    low, high = detector_res.actors
-    detector_res = detector_res.model_copy(update={"actors": (min(low, fit), max(high, 1))})
+    room = cpus - res.decode.num_cpus - res.emotion.num_cpus
+    fit = max(1, int(room // res.detector.num_cpus)) if res.detector.num_cpus else 1
+    low, high = res.detector.actors
+    detector_res = res.detector.model_copy(update={"actors": (min(low, fit), max(high, 1))})
 
-    # One block per clip: clips are the unit of parallelism before decoding fans them out.
-    ds = ray.data.from_items(input_rows(inputs), override_num_blocks=len(inputs))
-    decode_args = res.decode.remote_args(stateful=False)
-    ds = ds.map(make_stage_fn(storage_options, config.staging_dir), **decode_args)
-    ds = ds.map(make_probe_fn(), **decode_args)
-    ds = ds.flat_map(make_decode_fn(config.decode), **decode_args)
-    # Instances (not classes) with the decoder's resources run as stateless tasks that Ray
-    # fuses into the decode task: no actor holds a CPU idle and the chunks' frames do not
-    # cross the object store again.  Voice emotion first: VoiceFeatures drops the audio.
+    # Stage, probe and decode share the decoder's resources, and the voice steps (tasks with
+    # the same resources) follow it: Ray fuses them into one task per clip, so a chunk's
+    # frames do not cross the object store again.  Voice emotion first: VoiceFeatures drops
+    # the audio.
+    steps: list[Step] = [
+        StageInput(config.storage.storage_options(), config.staging_dir, res.decode),
+        ProbeMedia(res.decode),
+        DecodeFrames(config.decode, res.decode),
+    ]
     if models.voice_checkpoint is not None:
-        ds = apply_map_batches(ds, VoiceEmotion(VoiceEmotionConfig(
+        steps.append(VoiceEmotion(VoiceEmotionConfig(
             checkpoint=models.voice_checkpoint, window_s=config.window_s,
-            hop_s=config.hop_s)), res.voice)
-    ds = apply_map_batches(ds, VoiceFeatures(config.voice), res.voice)
-    ds = apply_map_batches(ds, FaceDetector, detector_res,
-                           fn_constructor_kwargs={"config": config.detector})
-    ds = apply_map_batches(ds, FaceEmotion, emotion_res, fn_constructor_kwargs={
-        "config": FaceEmotionConfig(checkpoint=models.face_checkpoint)})
-    # One shuffle partition per clip up to a bound: Ray's default (200) is pure overhead
-    # for a handful of clips.
-    partitions = max(1, min(len(inputs), _MAX_SHUFFLE_PARTITIONS))
-    ds = apply_map_batches(ds, to_list_columns, res.timeline)
-    ds = ds.groupby(S.CLIP_ID, num_partitions=partitions).map_groups(
-        make_timeline_fn(config.timeline, config.voice.min_speech_ratio,
-                         models.fusion_checkpoint, product=models.fusion == "product"),
-        batch_format="numpy", **res.timeline.remote_args(stateful=False))
-    ds = apply_map_batches(ds, make_writer(config, out, run_id, models), res.writer,
-                           batch_format="pyarrow")
+            hop_s=config.hop_s), res.voice))
+    steps += [
+        VoiceFeatures(config.voice, res.voice),
+        FaceDetector(config.detector, detector_res),
+        FaceEmotion(FaceEmotionConfig(checkpoint=models.face_checkpoint), res.emotion),
+        ToListColumns(res.timeline),
+        BuildTimeline(config.timeline, config.voice.min_speech_ratio,
+                      models.fusion_checkpoint, product=models.fusion == "product",
+                      resources=res.timeline),
+        writer,
+        *after,
+    ]
+    ds = ray.data.from_items(input_rows(inputs), override_num_blocks=len(inputs))
+    # One block per clip (above): clips are the unit of parallelism before decoding fans
+    # them out.  One shuffle partition per clip up to a bound, unless configured.
+    partitions = res.shuffle_partitions or max(1, min(len(inputs), _MAX_SHUFFLE_PARTITIONS))
+    ds = apply_steps(ds, steps, S.INPUT_SCHEMA, gpu_share=res.gpu_share if gpus else 0.0,
+                     shuffle_partitions=partitions)
     # A batch whose worker died on every retry must not abort the whole job: its clip is
-    # detected as missing at the end and recorded as `failed` (see __main__.run).
+    # detected as missing at the end and recorded as `failed` by the job runner.
     ds.context.max_errored_blocks = -1
     ds.context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(
         object_store_memory=res.object_store_gib * 2**30)
@@ -137,7 +138,7 @@ def make_writer(config: TimelineJobConfig, out: str, run_id: str, models: Resolv
     return TimelineWriter(WriterConfig(
         out=out, storage_options=config.storage.storage_options(), run_id=run_id,
         detector=_detector_name(config), face_model=models.face_name,
-        model_identity=models.identity))
+        model_identity=models.identity), config.resources.writer)
 
 
 def _detector_name(config: TimelineJobConfig) -> str:

@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from infra.preflight import PreflightConfig
 from infra.storage import StorageConfig
 from infra.tracking import TrackingConfig
 from operators.audio.voice_features import VoiceFeaturesConfig
@@ -45,6 +46,11 @@ class ResourcesConfig(BaseModel):
     emotion: StageResources = StageResources(num_cpus=0.25, batch_size=4, actors=(1, 1))
     # Timeline building and writing are per clip, on small rows.
     timeline: StageResources = StageResources(num_cpus=0.25)
+    # Partitions of the groupby(clip_id) shuffle before the timeline step; null: one per
+    # clip, at most 64 (Ray's default, 200, is pure overhead for a handful of clips).  Rows
+    # of every branch share one schema, so any number is safe: tests force 1 and 2 to put
+    # bad and good clips in one partition.
+    shuffle_partitions: int | None = Field(None, ge=1)
     writer: StageResources = StageResources(num_cpus=0.25, batch_size=8)
     # Share of one GPU per detector/emotion actor when the cluster has GPUs: MTCNN at
     # 640 px uses a fraction of a modern GPU, so four actors share one.
@@ -93,6 +99,7 @@ class TimelineJobConfig(BaseModel):
     staging_dir: str = str(Path(tempfile.gettempdir()) / "emoray-staging")
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
+    preflight: PreflightConfig = PreflightConfig()
     decode: DecodeConfig = DecodeConfig()
     detector: FaceDetectorConfig = FaceDetectorConfig()
     voice: VoiceFeaturesConfig = VoiceFeaturesConfig()

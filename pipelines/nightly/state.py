@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from infra.storage import InputRef, clip_id_for
+from infra.storage import InputRef
 from operators import schema as S
 from operators.io.files import StorageOptions, join, open_fs, write_parquet_atomic
 
@@ -61,7 +61,7 @@ class Recording:
 
     @property
     def clip_id(self) -> str:
-        return clip_id_for(self.ref.uri)
+        return S.clip_id_for(self.ref.uri)
 
     @property
     def fingerprint(self) -> str | None:

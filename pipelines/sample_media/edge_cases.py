@@ -20,7 +20,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,8 +178,10 @@ EDGE_CASES: dict[str, EdgeCase] = {
 """The edge cases, name → ground truth."""
 
 
-def make_edge_cases(out_dir: str | Path) -> dict[str, Path]:
-    """Write every :data:`EDGE_CASES` file into ``out_dir``; returns case name → path.
+def make_edge_cases(out_dir: str | Path, names: Iterable[str] | None = None
+                    ) -> dict[str, Path]:
+    """Write the :data:`EDGE_CASES` files named by ``names`` (default: every one) into
+    ``out_dir``; returns case name → path.
 
     Each file is built into a hidden temporary name and moved into place.  Always rebuilds
     (about 10 s on 2 cores, most of it the 4K encode).  Raises :class:`SampleMediaError` when
@@ -194,8 +196,8 @@ def make_edge_cases(out_dir: str | Path) -> dict[str, Path]:
     with tempfile.TemporaryDirectory(prefix="emoray-edge-") as tmp_dir:
         tmp = Path(tmp_dir)
         base = make_webcam_recording(tmp / "base.mp4", _BASE_S)
-        for name, spec in EDGE_CASES.items():
-            path = out / spec.file
+        for name in EDGE_CASES if names is None else names:
+            path = out / EDGE_CASES[name].file
             _build_atomically(path, lambda target, n=name: _BUILDERS[n](base, target, tmp))
             written[name] = path
     logger.info("%d edge case(s) in %s (%.1f s)", len(written), out.resolve(),
@@ -220,6 +222,14 @@ def _portrait_rotated(base: Path, target: Path, tmp: Path) -> None:
     # transpose=2: 90° counter-clockwise, so the display matrix must turn it 90° clockwise.
     _ffmpeg(["-i", str(base), "-t", "4", "-vf", "crop=360:480:250:0,scale=480:640,transpose=2",
              *_H264, "-c:a", "copy", "-f", "mp4", str(stored)])
+    display_turned_clockwise(stored, target, "mp4")
+
+
+def display_turned_clockwise(stored: Path, target: Path, muxer: str) -> None:
+    """Copy ``stored`` (no re-encoding) into ``target`` (``muxer``: mp4 or mov) with a display
+    matrix saying "turn the picture 90° clockwise", as a phone held upright writes it; a
+    picture stored turned 90° counter-clockwise (``transpose=2``) then displays upright.
+    Raises :class:`SampleMediaError` when this ffmpeg writes no such matrix."""
     # How to write a display matrix depends on the ffmpeg version: ffmpeg 5 turns the
     # (counter-clockwise, here) `rotate` tag into one, ffmpeg >= 6.1 has -display_rotation.
     attempts = (
@@ -228,12 +238,12 @@ def _portrait_rotated(base: Path, target: Path, tmp: Path) -> None:
     )
     for args in attempts:
         try:
-            _ffmpeg([*args, "-c", "copy", "-movflags", "+faststart", "-f", "mp4", str(target)])
+            _ffmpeg([*args, "-c", "copy", "-movflags", "+faststart", "-f", muxer, str(target)])
         except SampleMediaError:
             continue
         if _display_rotation(target) == -90:
             return
-    raise SampleMediaError("this ffmpeg wrote no -90° display matrix for portrait_rotated")
+    raise SampleMediaError(f"this ffmpeg wrote no -90° display matrix into {target}")
 
 
 def _display_rotation(path: Path) -> float | None:

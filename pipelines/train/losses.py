@@ -23,10 +23,10 @@ def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
                            weight: torch.Tensor | None = None,
                            label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross-entropy of ``logits`` (B, C) against class indices ``target`` (B,), weighted per
-    class by ``weight`` (C,) (e.g. ``datasets.class_weights``), with ``label_smoothing`` as in
+    class by ``weight`` (C,) (e.g. ``balance.class_weights``), with ``label_smoothing`` as in
     ``torch.nn.functional.cross_entropy`` (the target puts ``1 - ε + ε/C`` on its class).
 
-    Targets that are negative (``datasets.NO_LABEL``) or NaN are skipped.  The mean is
+    Targets that are negative (``table.NO_LABEL``) or NaN are skipped.  The mean is
     weighted as in ``torch.nn.functional.cross_entropy``: ``Σ w[y_i]·l_i / Σ w[y_i]`` over the
     valid samples, so the loss's scale does not depend on the batch's class mix.
     """

@@ -3,7 +3,7 @@ and one flat dict of metrics for experiment tracking (numpy, pandas, matplotlib;
 
 Conventions (shared by every function here):
 
-* ``y_true`` holds class indices; samples without a label (negative, as ``datasets.NO_LABEL``,
+* ``y_true`` holds class indices; samples without a label (negative, as ``table.NO_LABEL``,
   or NaN) are left out.  ``y_pred`` holds class indices, or scores (N, C) whose argmax is taken.
 * A class's precision is 0 when the model never predicts it but it occurs (sklearn's
   ``zero_division=0``).  A class that neither occurs nor is predicted has undefined metrics

@@ -10,7 +10,7 @@ voice). Numbers measured on this corpus show how well fusion combines two indepe
 of the same label, not how it does on a usability-test recording.
 
 Splits never mix: training pairs draw FER2013 ``Training`` faces and RAVDESS actors 1–16,
-validation pairs ``PublicTest`` faces and actors 17–20 (``datasets.ravdess_split``). The face
+validation pairs ``PublicTest`` faces and actors 17–20 (``corpora.ravdess.ravdess_split``). The face
 and voice models whose features fill the pairs were trained on those same training splits, so
 their training-pair outputs are more accurate than on new people (the shipped voice model:
 0.83 per window on actors 1–16, 0.54 on 17–20): a fusion model trained on the pairs learns to
@@ -20,12 +20,12 @@ trust them more than it should. Features from models that never saw the training
 A sample mirrors one window of the timeline job: ``frames`` face crops (the job samples 5 fps,
 so 5 per 1 s window) and one 1 s voice window. The frames show one FER2013 face by default (one
 person, as in a recording's window; :func:`pair_indices` explains why not five people). Rows
-carry the fusion task's columns (``pipelines.train_model.tasks``): ``face_features`` (frames ×
+carry the fusion task's columns (``pipelines.train.corpora.parquet``): ``face_features`` (frames ×
 Df: the face model's features of each image), ``face_mask`` (frames, all true),
 ``voice_features`` (1 × Dv: the voice model's embedding of the window), ``voice_mask`` (true),
 ``speaking`` (the window's voice activity ratio, measured as the timeline measures it),
 ``label``, ``valence``/``arousal`` (the label's circumplex point,
-``operators.fusion.build_timeline.CIRCUMPLEX``: derived from the category, not rated),
+``models.emotions.CIRCUMPLEX``: derived from the category, not rated),
 ``split``, for provenance ``face_rows`` (FER2013 row numbers), ``uri``, ``start_s``, ``end_s``
 of the voice window, and the unimodal models' own probabilities ``face_probs`` (frames × 7) and
 ``voice_probs`` (7), so face-only, voice-only and decision-level fusion are measured on exactly
@@ -34,9 +34,7 @@ the samples the fusion model is.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,11 +42,20 @@ import numpy as np
 import pandas as pd
 
 from models import face_emotion, voice_emotion
+from models.emotions import CIRCUMPLEX, MIN_PROB
 from models.voice_emotion import PROSODY_FEATURES, prosody_vector
-from operators.audio.extract_audio import SAMPLE_RATE
-from operators.fusion.build_timeline import _MIN_PROB, CIRCUMPLEX
-from operators.schema import AROUSAL, EMOTIONS, URI, VALENCE
-from pipelines.train import datasets as D
+from operators.schema import AROUSAL, EMOTIONS, SAMPLE_RATE, URI, VALENCE
+from pipelines.train.corpora.fer2013 import PIXELS, fer_pixels_to_image, read_fer2013
+from pipelines.train.corpora.parquet import (
+    FACE_FEATURES,
+    FACE_MASK,
+    SPEAKING,
+    VOICE_FEATURES,
+    VOICE_MASK,
+    read_prepared,
+)
+from pipelines.train.corpora.ravdess import ravdess_split, read_ravdess
+from pipelines.train.media import load_audio
 from pipelines.train.metrics import (
     ACCURACY,
     MACRO,
@@ -56,14 +63,8 @@ from pipelines.train.metrics import (
     confusion_matrix,
     plot_confusion_matrix,
 )
-from pipelines.train_model.prepare import loudest_windows, read_prepared
-from pipelines.train_model.tasks import (
-    FACE_FEATURES,
-    FACE_MASK,
-    SPEAKING,
-    VOICE_FEATURES,
-    VOICE_MASK,
-)
+from pipelines.train.table import END_S, LABEL, SPLIT, START_S, TRAIN, VAL
+from pipelines.train.utterances import loudest_windows
 
 logger = logging.getLogger(__name__)
 
@@ -162,14 +163,14 @@ def paired_frame(face_feats: np.ndarray, face_rows: np.ndarray, face_labels: np.
         VOICE_FEATURES: [[voice_feats[v]] for v in v_idx],
         VOICE_MASK: np.ones(len(v_idx), bool),
         SPEAKING: speaking[v_idx].astype(np.float32),
-        D.LABEL: labels,
+        LABEL: labels,
         VALENCE: circumplex[labels, 0],
         AROUSAL: circumplex[labels, 1],
-        D.SPLIT: split,
+        SPLIT: split,
         FACE_ROWS: [face_rows[row] for row in f_idx],
         URI: voice_meta[URI].to_numpy()[v_idx],
-        D.START_S: voice_meta[D.START_S].to_numpy()[v_idx],
-        D.END_S: voice_meta[D.END_S].to_numpy()[v_idx],
+        START_S: voice_meta[START_S].to_numpy()[v_idx],
+        END_S: voice_meta[END_S].to_numpy()[v_idx],
         **extra,
     })
 
@@ -181,15 +182,15 @@ def voice_table(files: pd.DataFrame, model: voice_emotion.VoiceEmotionModel,
     embeddings (W, Dv)).  The table's ``speaking`` column is each window's voice activity
     ratio (``prosody_vector``)."""
     rows, probs, feats = [], [], []
-    for uri, label in zip(files[URI], files[D.LABEL], strict=True):
-        audio = D.load_audio(uri)
+    for uri, label in zip(files[URI], files[LABEL], strict=True):
+        audio = load_audio(uri)
         starts, windows = voice_windows(audio, limit=windows_per_file)
         pred = voice_emotion.predict(model, windows)
         activity = prosody_vector(windows)[:, _ACTIVITY]
         probs.append(pred.probs)
         feats.append(pred.features)
-        rows += [{URI: uri, D.START_S: s / SAMPLE_RATE, D.END_S: s / SAMPLE_RATE + 1.0,
-                  D.LABEL: int(label), SPEAKING: float(a)}
+        rows += [{URI: uri, START_S: s / SAMPLE_RATE, END_S: s / SAMPLE_RATE + 1.0,
+                  LABEL: int(label), SPEAKING: float(a)}
                  for s, a in zip(starts, activity, strict=True)]
     return pd.DataFrame(rows), np.concatenate(probs), np.concatenate(feats)
 
@@ -212,23 +213,23 @@ def write_paired_corpus(fer2013_uri: str, ravdess_root: str, out: str | Path,
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fer = D.read_fer2013(fer2013_uri)
-    ravdess = D.ravdess_split(D.read_ravdess(ravdess_root))
+    fer = read_fer2013(fer2013_uri)
+    ravdess = ravdess_split(read_ravdess(ravdess_root))
     written = {}
-    for i, (split, n_draws) in enumerate(zip((D.TRAIN, D.VAL), draws, strict=True)):
-        faces = fer[fer[D.SPLIT] == split]
+    for i, (split, n_draws) in enumerate(zip((TRAIN, VAL), draws, strict=True)):
+        faces = fer[fer[SPLIT] == split]
         if max_faces_per_class is not None:
-            labels = faces[D.LABEL].to_numpy()
+            labels = faces[LABEL].to_numpy()
             rng = np.random.default_rng(seed)
             keep = np.concatenate([rng.permutation(np.flatnonzero(labels == c))
                                    [:max_faces_per_class] for c in np.unique(labels)])
             faces = faces.iloc[np.sort(keep)]
-        images = np.stack([D.fer_pixels_to_image(p) for p in faces[D.PIXELS]])
+        images = np.stack([fer_pixels_to_image(p) for p in faces[PIXELS]])
         f_probs, f_feats = face_features(face_model, images)
-        voices, v_probs, v_feats = voice_table(ravdess[ravdess[D.SPLIT] == split], voice_model,
-                                         windows_per_file)
-        frame = paired_frame(f_feats, faces.index.to_numpy(), faces[D.LABEL].to_numpy(),
-                             v_feats, voices[SPEAKING].to_numpy(), voices[D.LABEL].to_numpy(),
+        voices, v_probs, v_feats = voice_table(ravdess[ravdess[SPLIT] == split], voice_model,
+                                               windows_per_file)
+        frame = paired_frame(f_feats, faces.index.to_numpy(), faces[LABEL].to_numpy(),
+                             v_feats, voices[SPEAKING].to_numpy(), voices[LABEL].to_numpy(),
                              voices, split, frames, n_draws, seed + i, f_probs, v_probs,
                              people)
         path = out / f"{split}.parquet"
@@ -237,6 +238,7 @@ def write_paired_corpus(fer2013_uri: str, ravdess_root: str, out: str | Path,
                     split, len(frame), len(voices), n_draws, path)
         written[split] = path
     return written
+
 
 def rule_probs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """Each untrained rule's class probabilities (N, 7) for paired rows carrying
@@ -250,7 +252,7 @@ def rule_probs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """
     face = np.stack([np.stack(f) for f in frame[FACE_PROBS]]).astype(np.float64).mean(axis=1)
     voice = np.stack(frame[VOICE_PROBS].to_numpy()).astype(np.float64)
-    log_p = np.log(np.maximum(face, _MIN_PROB)) + np.log(np.maximum(voice, _MIN_PROB))
+    log_p = np.log(np.maximum(face, MIN_PROB)) + np.log(np.maximum(voice, MIN_PROB))
     product = np.exp(log_p - log_p.max(axis=1, keepdims=True))
     return {FACE_ONLY: face, VOICE_ONLY: voice,
             PRODUCT: product / product.sum(axis=1, keepdims=True), MEAN: (face + voice) / 2}
@@ -259,7 +261,7 @@ def rule_probs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 def rule_reports(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """:func:`pipelines.train.metrics.classification_report` of each rule of
     :func:`rule_probs` against the rows' ``label``, in :data:`RULES` order."""
-    labels = frame[D.LABEL].to_numpy()
+    labels = frame[LABEL].to_numpy()
     return {rule: classification_report(labels, probs)
             for rule, probs in rule_probs(frame).items()}
 
@@ -276,49 +278,8 @@ def report(val_uri: str, confusion_png: str | None = None) -> str:
     for rule, table in reports.items():
         lines += ["", rule, table.round(3).to_string()]
     if confusion_png:
-        cm = confusion_matrix(frame[D.LABEL].to_numpy(), rule_probs(frame)[PRODUCT])
+        cm = confusion_matrix(frame[LABEL].to_numpy(), rule_probs(frame)[PRODUCT])
         plot_confusion_matrix(cm, EMOTIONS, confusion_png,
                               title="paired val: decision-level product")
         lines += ["", f"confusion matrix: {confusion_png}"]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.train.paired``: write the paired corpus for the fusion config
-    (``pipelines/train_model/configs/fusion_paired.yaml``) from the shared corpora, or with
-    ``--report`` measure the untrained rules on a written split (:func:`report`)."""
-    parser = argparse.ArgumentParser(prog="python -m pipelines.train.paired",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="../shared/data",
-                        help="folder with fer2013.csv.gz and ravdess_speech_16k/")
-    parser.add_argument("--out", default="data/paired", help="writes train.parquet, val.parquet")
-    parser.add_argument("--face-model", default=None,
-                        help="face checkpoint (default: the shipped default face model)")
-    parser.add_argument("--voice-model", default=None,
-                        help="voice checkpoint (default: the shipped voice model)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--report", metavar="PARQUET", default=None,
-                        help="instead of building: measure the untrained rules (face only, "
-                             "voice only, product, mean) on a written split, e.g. "
-                             "data/paired/val.parquet")
-    parser.add_argument("--confusion", metavar="PNG", default=None,
-                        help="with --report: draw the product rule's confusion matrix here")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.report:
-        print(report(args.report, args.confusion))
-        return 0
-    if args.confusion:
-        parser.error("--confusion needs --report")
-    data = Path(args.data)
-    written = write_paired_corpus(
-        str(data / "fer2013.csv.gz"), str(data / "ravdess_speech_16k"), args.out,
-        face_emotion.load(args.face_model), voice_emotion.load(args.voice_model),
-        seed=args.seed)
-    for split, path in written.items():
-        print(f"{split}: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

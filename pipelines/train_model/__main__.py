@@ -1,10 +1,12 @@
-"""``emoray train``, ``emoray evaluate`` and ``emoray prepare``: training on Ray Train with
+"""``emoray train``, ``evaluate``, ``prepare`` and ``paired``: training on Ray Train with
 MLflow tracking and the model registry (also ``python -m pipelines.train_model train …``).
 
     emoray train CONFIG.yaml [--set key=value ...] [--promote ALIAS] [--tracking-uri URI]
                              [--address RAY_ADDRESS]
     emoray evaluate MODEL DATA [--format FORMAT] [--split SPLIT] [--tracking-uri URI]
     emoray prepare CONFIG.yaml --out FOLDER [--set key=value ...] [--address RAY_ADDRESS]
+    emoray paired [--data FOLDER] [--out FOLDER] [--face-model FILE] [--voice-model FILE]
+    emoray paired --report PARQUET [--confusion PNG]
 """
 
 from __future__ import annotations
@@ -21,18 +23,23 @@ from pydantic import ValidationError
 
 from infra import ray_cluster
 from infra.logs import setup_logging
+from infra.preflight import check_job
 from infra.tracking import TrackingConfig, resolve_model_file
+from models import face_emotion, voice_emotion
 from operators.io.files import is_remote
 from pipelines.emotion_timeline.config import cli_overrides
+from pipelines.runner import run_command
+from pipelines.train.corpora.parquet import read_prepared
 from pipelines.train.metrics import classification_report
+from pipelines.train.paired import report, write_paired_corpus
 from pipelines.train_model.build import (
     evaluate_checkpoint,
     prepare,
     task_of_checkpoint,
     train,
 )
-from pipelines.train_model.config import DataSource, load_train_config
-from pipelines.train_model.prepare import prepare_source, read_prepared
+from pipelines.train_model.config import DataSource, TrainJobConfig, load_train_config
+from pipelines.train_model.prepare import prepare_source
 
 logger = logging.getLogger("emoray.train")
 
@@ -55,6 +62,7 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = cli_overrides(args, {"tracking_uri": "tracking.uri", "address": "address"})
     try:
         config = load_train_config(args.config, overrides)
+        _preflight(config)
         result = train(config, promote=args.promote)
     except _USER_ERRORS as exc:
         logger.error("%s", exc)
@@ -72,6 +80,17 @@ def run_train(args: argparse.Namespace) -> int:
                 "" if result.promoted is None else
                 f"; @{args.promote} {'moved' if result.promoted else 'kept'}")
     return 0
+
+
+def _preflight(config: TrainJobConfig) -> None:
+    """Fail fast, before Ray starts: the data listable, ``storage_path`` writable, MLflow
+    and the Ray cluster answering (``infra.preflight``; raises ``PreflightError``)."""
+    sources = (config.data.train, config.data.val)
+    check_job(config.preflight, config.storage,
+              inputs=[uri for s in sources for uri in (s.uri, s.fer2013_uri) if uri],
+              output=config.storage_path,
+              tracking=config.tracking if config.tracking.enabled else None,
+              address=config.address)
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,12 +166,57 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_paired_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="../shared/data",
+                        help="folder with fer2013.csv.gz and ravdess_speech_16k/")
+    parser.add_argument("--out", default="data/paired", help="writes train.parquet, val.parquet")
+    parser.add_argument("--face-model", default=None,
+                        help="face checkpoint (default: the shipped default face model)")
+    parser.add_argument("--voice-model", default=None,
+                        help="voice checkpoint (default: the shipped voice model)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report", metavar="PARQUET", default=None,
+                        help="instead of building: measure the untrained rules (face only, "
+                             "voice only, product, mean) on a written split, e.g. "
+                             "data/paired/val.parquet")
+    parser.add_argument("--confusion", metavar="PNG", default=None,
+                        help="with --report: draw the product rule's confusion matrix here")
+
+
+def run_paired(args: argparse.Namespace) -> int:
+    """Write the paired face–voice corpus of the fusion config
+    (``pipelines/train_model/configs/fusion_paired.yaml``) from the shared corpora, or with
+    ``--report`` print the untrained rules measured on a written split; 0 on success, 2 on
+    bad input."""
+    if args.confusion and not args.report:
+        logger.error("--confusion needs --report")
+        return 2
+    try:
+        if args.report:
+            print(report(args.report, args.confusion))
+            return 0
+        data = Path(args.data)
+        written = write_paired_corpus(
+            str(data / "fer2013.csv.gz"), str(data / "ravdess_speech_16k"), args.out,
+            face_emotion.load(args.face_model), voice_emotion.load(args.voice_model),
+            seed=args.seed)
+    except _USER_ERRORS as exc:
+        logger.error("%s", exc)
+        return 2
+    for split, path in written.items():
+        print(f"{split}: {path}")
+    return 0
+
+
 COMMANDS = {
     "train": (add_train_arguments, run_train, "train a model on Ray Train, tracked in MLflow"),
     "evaluate": (add_evaluate_arguments, run_evaluate,
                  "print a model's evaluation report on a data set"),
     "prepare": (add_prepare_arguments, run_prepare,
                 "corpus -> sharded Parquet of training samples (Ray Data)"),
+    "paired": (add_paired_arguments, run_paired,
+               "FER2013 faces + RAVDESS voices joined by label -> the fusion model's paired "
+               "corpus (or --report: the untrained rules on it)"),
 }
 
 
@@ -164,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         add(sub.add_parser(name, help=help_text))
     args = parser.parse_args(argv)
     setup_logging()
-    return COMMANDS[args.command][1](args)
+    return run_command(COMMANDS[args.command][1], args)
 
 
 if __name__ == "__main__":

@@ -38,10 +38,11 @@ from infra.tracking import absolute_uri, resolve_model_file, tracked_run
 from models.checkpoint import load_checkpoint
 from operators.io.files import StorageOptions, is_remote, join, open_fs
 from operators.schema import EMOTIONS
+from pipelines.train.corpora.parquet import read_prepared
 from pipelines.train.metrics import classification_report, confusion_matrix, plot_confusion_matrix
 from pipelines.train_model.config import TrainJobConfig, config_json
 from pipelines.train_model.loop import BEST_FILE, Predictions, evaluate_model, train_loop
-from pipelines.train_model.prepare import prepare_source, read_prepared
+from pipelines.train_model.prepare import prepare_source
 from pipelines.train_model.tasks import TASKS, resolve_init
 
 logger = logging.getLogger("emoray.train")

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from infra.preflight import PreflightConfig
 from infra.storage import StorageConfig
 from infra.tracking import TrackingConfig
 from operators.io.files import is_remote
@@ -27,7 +28,7 @@ class _Frozen(BaseModel):
 
 class DataSource(_Frozen):
     """One set of samples: a corpus in its published layout (read by the adapters of
-    ``pipelines.train.datasets``) or a folder of prepared Parquet shards (``emoray prepare``).
+    ``pipelines.train.corpora``) or a folder of prepared Parquet shards (``emoray prepare``).
 
     ``uri`` is local or ``s3://…``.  Which rows are used:
 
@@ -60,7 +61,7 @@ class DataSource(_Frozen):
     max_windows_per_file: int = Field(8, ge=1)
     # Voice only.  ``windows``: the max_windows_per_file loudest windows of each file, fixed
     # rows.  ``speech``: one row per file holding its speech, trimmed to the frames within
-    # trim_db of the loudest (``datasets.speech_bounds``); training draws fresh random
+    # trim_db of the loudest (``utterances.speech_bounds``); training draws fresh random
     # windows from it every epoch (``train.crops_per_sample``) and evaluation scores the
     # utterance (the mean of its window probabilities), as the model card reports.
     samples: Literal["windows", "speech"] = "windows"
@@ -111,7 +112,7 @@ class ModelConfig(_Frozen):
 
 
 class AugmentConfig(_Frozen):
-    """Training-time augmentation (``pipelines.train.datasets.augment_face``/``augment_voice``),
+    """Training-time augmentation (``pipelines.train.augment.augment_face``/``augment_voice``),
     drawn from the epoch's seeded generator; ``enabled: false`` turns all of it off."""
 
     enabled: bool = True
@@ -126,7 +127,7 @@ class AugmentConfig(_Frozen):
     max_gain_db: float = 6.0
     snr_db: tuple[float, float] = (10.0, 30.0)
     max_mask_fraction: float = Field(0.1, ge=0, lt=1)
-    # SpecAugment on the voice network's log-mel input (``datasets.spec_augment``): this many
+    # SpecAugment on the voice network's log-mel input (``augment.spec_augment``): this many
     # time spans and mel bands per window, each up to spec_max_fraction of its axis, set to
     # the (standardised) spectrogram's mean.  0 and 0 turn it off.
     spec_time_masks: int = Field(2, ge=0)
@@ -135,7 +136,7 @@ class AugmentConfig(_Frozen):
 
 
 class OversampleConfig(_Frozen):
-    """Re-sampling of rare classes' training rows (``datasets.oversample_rare``)."""
+    """Re-sampling of rare classes' training rows (``balance.oversample_rare``)."""
 
     enabled: bool = False
     target_ratio: float = Field(0.5, gt=0, le=1)
@@ -241,6 +242,7 @@ class TrainJobConfig(_Frozen):
     # ABC's `register`).
     registry: RegisterConfig = Field(RegisterConfig(), alias="register")
     storage: StorageConfig = StorageConfig()
+    preflight: PreflightConfig = PreflightConfig()
     address: str | None = None  # Ray cluster; None starts a local Ray
     num_cpus: int | None = None  # local Ray only; None = all cores
 

@@ -40,7 +40,9 @@ from torch import nn
 
 from infra.tracking import log_epoch_metrics
 from operators.schema import AROUSAL, EMOTIONS, VALENCE
-from pipelines.train.datasets import LABEL, LABEL_DIST, class_weights, oversample_rare
+from pipelines.train.balance import class_weights, oversample_rare
+from pipelines.train.corpora.ferplus import VOTE_DIST
+from pipelines.train.corpora.parquet import read_prepared
 from pipelines.train.losses import (
     ccc_loss,
     multilabel_bce,
@@ -48,9 +50,9 @@ from pipelines.train.losses import (
     weighted_cross_entropy,
 )
 from pipelines.train.metrics import evaluation_report
+from pipelines.train.table import LABEL, LABEL_DIST
 from pipelines.train_model.config import TrainJobConfig
-from pipelines.train_model.prepare import read_prepared
-from pipelines.train_model.tasks import TASKS, VOTE_DIST, Built, Outputs, RowDataset, TaskSpec
+from pipelines.train_model.tasks import TASKS, Built, Outputs, RowDataset, TaskSpec
 
 logger = logging.getLogger("emoray.train")
 

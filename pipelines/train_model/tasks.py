@@ -6,16 +6,9 @@ network returns :class:`Outputs`: class logits (B, 7) and, where the model predi
 valence/arousal (B,) in [-1, 1].  The temporal head works on sequences; its per-step outputs
 and targets are flattened to the valid steps, so the same losses and metrics apply.
 
-Prepared rows (``prepare.py``) carry the inputs and the targets ``label`` (EMOTIONS index,
--1 absent), ``label_dist`` (7 weights or null), ``vote_dist`` (FER+ vote shares or null),
-``valence``/``arousal`` (NaN absent).  Inputs per task:
-
-* face: ``image`` — PNG bytes of a face crop (any size; resized to the network's input);
-* voice: ``audio`` — 16 kHz mono float32 window;
-* fusion: ``face_features`` (T×Df), ``face_mask`` (T), ``voice_features`` (R×Dv),
-  ``voice_mask``, ``speaking`` — what the face and voice models give for one window;
-* temporal: ``features`` (L×D per clip, in time order) with per-window targets as lists
-  (``label``, ``valence``, ``arousal``).
+Prepared rows (:mod:`pipelines.train.corpora.parquet`, which names their columns) carry the
+inputs and the targets ``label`` (EMOTIONS index, -1 absent), ``label_dist`` (7 weights or
+null), ``vote_dist`` (FER+ vote shares or null), ``valence``/``arousal`` (NaN absent).
 """
 
 from __future__ import annotations
@@ -34,25 +27,22 @@ from PIL import Image
 from torch import nn
 
 from models import face_emotion, fusion, temporal, voice_emotion
-from operators.audio.extract_audio import SAMPLE_RATE
-from operators.schema import AROUSAL, AUDIO, VALENCE
-from pipelines.train.datasets import (
-    LABEL,
-    LABEL_DIST,
-    N_CLASSES,
-    augment_face,
-    augment_voice,
-    random_crops,
-    spec_augment,
-    utterance_windows,
+from operators.schema import AROUSAL, AUDIO, SAMPLE_RATE, VALENCE
+from pipelines.train.augment import augment_face, augment_voice, spec_augment
+from pipelines.train.corpora.ferplus import VOTE_DIST
+from pipelines.train.corpora.parquet import (
+    FACE_FEATURES,
+    FACE_MASK,
+    FEATURES,
+    IMAGE,
+    SPEAKING,
+    VOICE_FEATURES,
+    VOICE_MASK,
 )
+from pipelines.train.table import LABEL, LABEL_DIST, N_CLASSES
+from pipelines.train.utterances import random_crops, utterance_windows
 from pipelines.train_model.config import AugmentConfig, TrainConfig
 
-IMAGE = "image"
-FACE_FEATURES, FACE_MASK = "face_features", "face_mask"
-VOICE_FEATURES, VOICE_MASK, SPEAKING = "voice_features", "voice_mask", "speaking"
-FEATURES = "features"
-VOTE_DIST = "vote_dist"
 AUDIO_LENGTH = "audio_length"  # samples of signal in a (padded) voice item
 
 
@@ -204,7 +194,7 @@ class VoiceTask(TaskSpec):
     (gain, noise, a time dropout) and then masks the log-mel (SpecAugment), handing the
     network spectrograms.  Evaluation of rows longer than a window scores the utterance:
     the mean of the class probabilities (and valence/arousal) of its windows every half
-    window (:func:`~pipelines.train.datasets.utterance_windows`); ``logits`` are then the
+    window (:func:`~pipelines.train.utterances.utterance_windows`); ``logits`` are then the
     log of that mean, so the softmax of the outputs is the utterance's probabilities.
     """
 

@@ -21,17 +21,23 @@ import pandas as pd
 import pyarrow as pa
 import ray.data
 
-from infra.storage import clip_id_for
 from operators import schema as S
 from operators.batches import to_list_columns
-from operators.io.decode_frames import DecodeConfig, make_decode_fn
+from operators.io.decode_frames import DecodeConfig, DecodeFrames
 from operators.io.files import StorageOptions
-from operators.io.probe_media import make_probe_fn
-from operators.io.stage_input import make_stage_fn
+from operators.io.probe_media import ProbeMedia
+from operators.io.stage_input import StageInput
+from operators.resources import StageResources
+from operators.step import apply_steps
 from operators.vision.detect_faces import FaceDetector, FaceDetectorConfig
-from pipelines.train import datasets as D
-from pipelines.train_model.prepare import _png, _target_columns, prepared_schema
-from pipelines.train_model.tasks import IMAGE
+from pipelines.train.corpora.parquet import (
+    ERROR,
+    IMAGE,
+    png_bytes,
+    prepared_schema,
+    target_columns,
+)
+from pipelines.train.table import END_S, START_S
 
 _STAGING = str(Path(tempfile.gettempdir()) / "emoray-train-staging")
 
@@ -45,26 +51,26 @@ def _sample_rows(labels: pd.DataFrame, uri: str, times: np.ndarray, crops: list[
     picked: list[int] = []
     starts: list[float] = []
     for row in range(len(windows)):
-        start = windows[D.START_S].iloc[row] if D.START_S in windows else math.nan
-        end = windows[D.END_S].iloc[row] if D.END_S in windows else math.nan
+        start = windows[START_S].iloc[row] if START_S in windows else math.nan
+        end = windows[END_S].iloc[row] if END_S in windows else math.nan
         inside = np.ones(len(times), bool)
         if not math.isnan(start):
             inside &= times >= start
         if not math.isnan(end):
             inside &= times < end
         for i in np.flatnonzero(inside):
-            images.append(_png(crops[i]))
+            images.append(png_bytes(crops[i]))
             picked.append(row)
             starts.append(float(times[i]))
     schema = prepared_schema("face")
     if not images:
         reason = error or f"{S.Status.NO_FACE.value}: no face found in the sampled frames"
-        columns = {IMAGE: [None] * len(windows), **_target_columns(windows),
-                   "error": [reason] * len(windows)}
+        columns = {IMAGE: [None] * len(windows), **target_columns(windows),
+                   ERROR: [reason] * len(windows)}
         return pa.Table.from_pydict(columns, schema=schema)
     rows = windows.iloc[picked]
-    columns = {IMAGE: images, **_target_columns(rows, starts, starts),
-               "error": [None] * len(images)}
+    columns = {IMAGE: images, **target_columns(rows, starts, starts),
+               ERROR: [None] * len(images)}
     return pa.Table.from_pydict(columns, schema=schema)
 
 
@@ -96,7 +102,7 @@ def video_face_rows(table: pd.DataFrame, source: Any, storage_options: StorageOp
     """The lazy dataset of prepared face rows (``prepared_schema("face")``) for the labelled
     videos of ``table`` (adapter rows; several rows may share a video)."""
     uris = sorted(set(table[S.URI]))
-    rows = [{S.CLIP_ID: clip_id_for(uri), S.URI: uri, S.SIZE_BYTES: -1, S.STATUS: "",
+    rows = [{S.CLIP_ID: S.clip_id_for(uri), S.URI: uri, S.SIZE_BYTES: -1, S.STATUS: "",
              S.ERROR: "", S.STAGE_SECONDS: 0.0} for uri in uris]
     decode = DecodeConfig(sample_fps=1.0 / source.hop_s, window_s=source.window_s,
                           hop_s=source.hop_s)
@@ -105,12 +111,10 @@ def video_face_rows(table: pd.DataFrame, source: Any, storage_options: StorageOp
     detector = FaceDetectorConfig(detection_stride=1)
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     # Half a CPU per step, as in the timeline job: fits beside the detector on 2 CPUs.
-    ds = ds.map(make_stage_fn(storage_options, _STAGING), num_cpus=0.5)
-    ds = ds.map(make_probe_fn(), num_cpus=0.5)
-    ds = ds.flat_map(make_decode_fn(decode), num_cpus=0.5)
-    ds = ds.map_batches(FaceDetector, batch_size=1, num_cpus=0.5,
-                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
-                        fn_constructor_kwargs={"config": detector})
+    half = StageResources(num_cpus=0.5, batch_size=1, actors=(1, 2))
+    ds = apply_steps(ds, [StageInput(storage_options, _STAGING, half), ProbeMedia(half),
+                          DecodeFrames(decode, half), FaceDetector(detector, half)],
+                     S.INPUT_SCHEMA)
     keep = [S.URI, S.STATUS, S.ERROR, S.FRAME_TS, S.FACE_FRAME, S.FACE_SCORE, S.FACE_CROPS]
     # Flat list columns: the hash shuffle cannot mix fixed- and variable-shape tensor blocks.
     ds = ds.select_columns(keep).map_batches(to_list_columns, batch_format="numpy",

@@ -25,8 +25,8 @@ from pathlib import Path
 import psutil
 
 from infra.logs import setup_logging
-from pipelines.emotion_timeline.__main__ import run
 from pipelines.emotion_timeline.config import load_config
+from pipelines.emotion_timeline.job import run
 from pipelines.sample_media.build import make_webcam_recording
 
 logger = logging.getLogger("bench")

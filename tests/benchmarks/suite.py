@@ -208,8 +208,8 @@ def one_run(spec: dict[str, Any]) -> dict[str, Any]:
 
     from infra import ray_cluster
     from operators import schema as S
-    from pipelines.emotion_timeline.__main__ import run
     from pipelines.emotion_timeline.config import load_config
+    from pipelines.emotion_timeline.job import run
 
     config = load_config(None, ["tracking.enabled=false", *spec["overrides"]])
     gpu = shutil.which("nvidia-smi") is not None and spec.get("gpu", False)

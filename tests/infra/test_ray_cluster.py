@@ -10,7 +10,7 @@ import pytest
 from ray.exceptions import RayTaskError, WorkerCrashedError
 
 from infra.ray_cluster import BlockError, BlockErrors
-from pipelines.emotion_timeline.__main__ import failure_reason
+from pipelines.runner import failure_reason
 
 DECODE_OP = "Map(stage)->Map(probe)->FlatMap(decode)->MapBatches(VoiceFeatures)"
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import boto3
 import pytest
-from fixtures.faulty_s3_proxy import FaultyS3Proxy
 
-from infra.storage import InputError, StorageConfig, clip_id_for, list_inputs
-from operators.schema import VIDEO_EXTENSIONS
+from infra.storage import InputError, StorageConfig, list_inputs
+from operators.schema import VIDEO_EXTENSIONS, clip_id_for
 from pipelines.nightly.state import Recording
+from tests.fixtures.faulty_s3_proxy import FaultyS3Proxy
 
 
 def _touch(path, data=b"x"):

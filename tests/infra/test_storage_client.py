@@ -17,11 +17,11 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fixtures.faulty_s3_proxy import FaultRule, FaultyS3Proxy
 
 from infra.storage import StorageConfig
 from operators.io.files import download, open_fs, write_parquet_atomic
 from pipelines.emotion_timeline.config import load_config
+from tests.fixtures.faulty_s3_proxy import FaultRule, FaultyS3Proxy
 
 pytestmark = pytest.mark.integration
 

@@ -1,21 +1,15 @@
 """A separate Ray head (``ray start --head`` on 127.0.0.1, its own ports and temp dir, next to
-the session's in-process Ray) runs real nightly jobs submitted with ``emoray submit``
-(Ray's JobSubmissionClient) and with ``ray job submit``: inputs and outputs on the moto S3
-server, the run tracked in a sqlite MLflow store, logs streamed back, exit code = the job's."""
+the session's in-process Ray; the ``ray_head`` fixture of tests/infra/conftest.py) runs real
+nightly jobs submitted with ``emoray submit`` (Ray's JobSubmissionClient) and with ``ray job
+submit``: inputs and outputs on the moto S3 server, the run tracked in a sqlite MLflow store,
+logs streamed back, exit code = the job's."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -31,69 +25,6 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-@pytest.fixture(scope="module")
-def ray_head(s3_endpoint) -> Iterator[str]:
-    """``ray start --head --block`` in its own short temp dir (Unix socket paths are limited
-    to 107 bytes) with every port chosen free; terminating the blocking ``ray start``
-    stops exactly the processes it started (``ray stop`` would kill every Ray on the
-    machine, including the test session's).  Yields the dashboard URL."""
-    temp = tempfile.mkdtemp(prefix="rh")
-    gcs, dash, node, objm, agent, agent_grpc, metrics, renv = _free_ports(8)
-    low = max(_free_ports(1)[0], 20000) % 50000 + 10000
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-           # No 30 s drain on SIGTERM: nothing runs on this node when the test stops it.
-           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
-    env.pop("RAY_ADDRESS", None)
-    log = open(Path(temp) / "ray-start.log", "wb")  # noqa: SIM115 - closed in teardown
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-         "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-         "--include-dashboard", "true",
-         "--node-manager-port", str(node), "--object-manager-port", str(objm),
-         "--dashboard-agent-listen-port", str(agent),
-         "--dashboard-agent-grpc-port", str(agent_grpc), "--metrics-export-port", str(metrics),
-         "--runtime-env-agent-port", str(renv), "--min-worker-port", str(low),
-         "--max-worker-port", str(low + 200), "--num-cpus", "2",
-         "--object-store-memory", str(1 << 30), "--temp-dir", temp, "--disable-usage-stats"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=temp)
-    url = f"http://127.0.0.1:{dash}"
-    deadline = time.monotonic() + 180
-    while True:
-        with (contextlib.suppress(OSError),
-              urllib.request.urlopen(f"{url}/api/version", timeout=2) as response):
-            if response.status == 200:
-                break
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.terminate()
-            proc.wait(timeout=90)
-            text = (Path(temp) / "ray-start.log").read_text(errors="replace")
-            shutil.rmtree(temp, ignore_errors=True)
-            raise RuntimeError(f"ray start failed:\n{text}")
-        time.sleep(1)
-    try:
-        yield url
-    finally:
-        proc.terminate()  # `ray start --block` then stops the processes it started
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The weights that ship in the repository load offline and predict sanely on real samples.
 
-Real data: RAVDESS speech of validation actors 17–20 in shared/data (see its README; the same
-location rules as ``tests/pipelines/train/test_train_real_corpora.py``).  The accuracy floor
+Real data: RAVDESS speech of validation actors 17–20 in shared/data (see its README; located
+by ``tests/fixtures/shared_data.py``).  The accuracy floor
 is far below the model card's figures (65% per utterance on all 240 validation clips) and far
 above chance (1/7): it catches wrong weights, a broken front end or shuffled classes, not
 a small regression.
@@ -9,18 +9,12 @@ a small regression.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 
 from models import voice_emotion as ve
-from pipelines.train import datasets as D
-
-_REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = Path(os.environ.get("EMORAY_SHARED_DATA") or next(
-    (p for p in (_REPO.parent / "shared" / "data", _REPO / "shared" / "data") if p.is_dir()),
-    _REPO.parent / "shared" / "data"))
+from pipelines.train.corpora.ravdess import read_ravdess
+from pipelines.train.media import load_audio
+from tests.fixtures.shared_data import SHARED_DATA
 
 
 def _windows(audio: np.ndarray) -> np.ndarray:
@@ -34,13 +28,13 @@ def test_shipped_voice_model_recognises_validation_actors():
     probabilities.  Measured when the weights were shipped: 20 of 28 right."""
     model = ve.load(None)
     assert model.name == ve.DEFAULT_MODEL and model.config.window_s == 1.0
-    files = D.read_ravdess(str(SHARED_DATA / "ravdess_speech_16k"))
+    files = read_ravdess(str(SHARED_DATA / "ravdess_speech_16k"))
     files = files[files["actor"].isin([17, 18, 19, 20]) & (files["intensity"] == "strong")
                   & (files["statement"] == 1) & (files["repetition"] == 1)]
     assert len(files) == 28
     right = 0
     for uri, label in zip(files["uri"], files["label"], strict=True):
-        pred = ve.predict(model, _windows(D.load_audio(uri)))
+        pred = ve.predict(model, _windows(load_audio(uri)))
         assert np.allclose(pred.probs.sum(axis=1), 1, atol=1e-5)
         assert np.isfinite(pred.features).all() and pred.features.shape[1] == 128
         right += int(pred.probs.mean(axis=0).argmax() == label)

@@ -10,8 +10,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from pipelines.nightly.__main__ import run
 from pipelines.nightly.config import load_nightly_config
+from pipelines.nightly.job import run
 
 pytestmark = pytest.mark.integration
 

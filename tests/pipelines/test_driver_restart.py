@@ -19,8 +19,8 @@ import pytest
 import ray
 
 from operators import schema as S
-from pipelines.emotion_timeline.__main__ import run
 from pipelines.emotion_timeline.config import load_config
+from pipelines.emotion_timeline.job import run
 from pipelines.sample_media.build import CASES
 
 pytestmark = pytest.mark.integration

@@ -25,8 +25,8 @@ import pytest
 from operators import schema as S
 from operators.io.decode_frames import working_size
 from operators.vision.detect_faces import FaceDetector, FaceDetectorConfig
-from pipelines.emotion_timeline.__main__ import run
 from pipelines.emotion_timeline.config import load_config
+from pipelines.emotion_timeline.job import run
 from pipelines.sample_media import build as sample_build
 from pipelines.sample_media.build import CASES, recording_speech_intervals
 from pipelines.sample_media.edge_cases import (
@@ -220,7 +220,7 @@ def test_portrait_is_turned_upright_before_detection(job):
     """Proves the rotation is applied: the stored picture, as decoded without the display
     matrix, shows no face the job's detector finds; the job finds it, in portrait boxes."""
     path = job["folder"] / EDGE_CASES["portrait_rotated"].file
-    detector = FaceDetector(FaceDetectorConfig())
+    detector = FaceDetector(FaceDetectorConfig()).ready()
     stored = _ffmpeg_frames(path, (640, 480), autorotate=False)
     shown = _ffmpeg_frames(path, (480, 640), autorotate=True)
     assert len(detector.process_chunk(stored)[S.FACE_FRAME]) == 0

@@ -17,8 +17,8 @@ import pytest
 import s3fs
 
 from operators import schema as S
-from pipelines.emotion_timeline.__main__ import run
 from pipelines.emotion_timeline.config import load_config
+from pipelines.emotion_timeline.job import run
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,9 @@ import pytest
 
 from models import fusion, voice_emotion
 from operators import schema as S
-from pipelines.emotion_timeline.__main__ import resolve_models, run
 from pipelines.emotion_timeline.config import load_config
+from pipelines.emotion_timeline.job import run
+from pipelines.runner import resolve_models
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import psutil
 import pytest
 
 from operators import schema as S
-from pipelines.emotion_timeline.__main__ import run
 from pipelines.emotion_timeline.config import load_config
+from pipelines.emotion_timeline.job import run
 from pipelines.sample_media.build import make_webcam_recording
 
 pytestmark = pytest.mark.integration

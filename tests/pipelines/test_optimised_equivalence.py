@@ -26,8 +26,8 @@ import pandas as pd
 import pytest
 
 from operators import schema as S
-from pipelines.emotion_timeline.__main__ import run
 from pipelines.emotion_timeline.config import load_config
+from pipelines.emotion_timeline.job import run
 from pipelines.sample_media.build import make_pip_recording, make_webcam_recording
 
 pytestmark = pytest.mark.integration

@@ -43,14 +43,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
-from fixtures.faulty_s3_proxy import FaultRule, FaultyS3Proxy
 
 from infra.logs import setup_logging
-from infra.storage import clip_id_for
 from operators import schema as S
 from operators.io.files import write_parquet_atomic
-from pipelines.emotion_timeline.__main__ import run
+from operators.schema import clip_id_for
 from pipelines.emotion_timeline.config import load_config
+from pipelines.emotion_timeline.job import run
+from tests.fixtures.faulty_s3_proxy import FaultRule, FaultyS3Proxy
 
 pytestmark = pytest.mark.integration
 

@@ -1,64 +1,15 @@
-"""Real test media for the audio operators, synthesised on the fly (no files in the repo).
-
-Speech comes from espeak-ng (a GPL-3.0 program; the audio it synthesises is not covered by its
-licence), noise and containers from ffmpeg's lavfi sources.  Everything is deterministic:
-espeak-ng and ffmpeg's ``anoisesrc`` (fixed seed) produce the same samples on every run.
-"""
+"""Fixtures of the audio operators' tests: real speech media made once per session by the
+helpers of ``tests/fixtures/speech.py``."""
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-SENTENCE = "The checkout button was hard to find, I expected it on the top right of the page."
-NOISE_AMPLITUDE = 0.0017
-"""Peak of the uniform white noise under the speech: RMS 0.0017 / sqrt(3) ≈ -60 dBFS."""
-
-
-def _run(cmd: list[str]) -> None:
-    subprocess.run(cmd, check=True, capture_output=True)
-
-
-def espeak(path: Path, text: str = SENTENCE, pitch: int = 50) -> Path:
-    """Synthesise ``text`` with espeak-ng's en-us voice (``-p``: 0-99, default 50) to a WAV."""
-    _run(["espeak-ng", "-v", "en-us", "-p", str(pitch), "-w", str(path), text])
-    return path
-
-
-def mux_speech_mp4(speech_wav: Path, out: Path, start_s: float, duration_s: float) -> Path:
-    """H.264 + AAC mp4: faint noise for ``duration_s``, the WAV's speech mixed in at start_s."""
-    delay_ms = round(start_s * 1000)
-    _run(
-        [
-            "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "lavfi", "-i",
-            f"anoisesrc=color=white:amplitude={NOISE_AMPLITUDE}:r=16000:d={duration_s}:seed=7",
-            "-i", str(speech_wav),
-            "-f", "lavfi", "-i", f"color=c=gray:s=64x48:r=10:d={duration_s}",
-            "-filter_complex",
-            f"[1:a]aresample=16000,adelay={delay_ms}:all=1,apad[sp];"
-            "[sp][0:a]amix=inputs=2:duration=shortest:normalize=0[a]",
-            "-map", "[a]", "-map", "2:v",
-            "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-b:a", "96k",
-            "-movflags", "+faststart",
-            str(out),
-        ]
-    )  # fmt: skip
-    return out
-
-
-@dataclass(frozen=True)
-class SpeechClip:
-    """A muxed test clip and where its speech lies (clip seconds)."""
-
-    path: Path
-    duration_s: float
-    speech_start_s: float
-    speech_end_s: float
+from tests.fixtures.speech import SpeechClip, espeak, mux_speech_mp4
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""AudioStream on real media: espeak-ng speech muxed into an H.264/AAC mp4 (see conftest)."""
+"""AudioStream on real media: espeak-ng speech muxed into an H.264/AAC mp4 (see
+tests/fixtures/speech.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from operators.audio.extract_audio import SAMPLE_RATE, AudioDecodeError, AudioStream
+from operators.audio.extract_audio import AudioDecodeError, AudioStream
+from operators.schema import SAMPLE_RATE
 
 if TYPE_CHECKING:
-    from conftest import SpeechClip
+    from tests.fixtures.speech import SpeechClip
 
 # AAC works in 1024-sample frames; ffmpeg trims the encoder priming, so a decoded AAC track
 # matches its nominal duration to well within one frame.

@@ -10,9 +10,9 @@ import pytest
 
 from models import voice_emotion
 from operators import schema as S
-from operators.audio.extract_audio import SAMPLE_RATE
 from operators.audio.voice_emotion import VoiceEmotion, VoiceEmotionConfig
 from operators.batches import ragged
+from operators.schema import SAMPLE_RATE
 
 
 @pytest.fixture(scope="module")

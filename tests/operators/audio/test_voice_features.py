@@ -1,4 +1,4 @@
-"""Voice features on real synthetic speech (espeak-ng, see conftest) and on exact signals.
+"""Voice features on real synthetic speech (tests/fixtures/speech.py) and on exact signals.
 
 Thresholds below were checked against the measured values they guard (espeak-ng 1.51, ffmpeg
 5.1 AAC): speech windows of the test sentence have speech ratio 0.26-0.58 (>= 0.36 for windows
@@ -19,7 +19,7 @@ import pytest
 import torch
 import torchaudio
 
-from operators.audio.extract_audio import SAMPLE_RATE, AudioStream
+from operators.audio.extract_audio import AudioStream
 from operators.audio.voice_features import (
     LOUDNESS_FLOOR_DB,
     VoiceFeatures,
@@ -37,6 +37,7 @@ from operators.schema import (
     CLIP_ID,
     HAS_AUDIO,
     N_MFCC,
+    SAMPLE_RATE,
     VOICE_LOUDNESS_DB,
     VOICE_MFCC,
     VOICE_PITCH_HZ,
@@ -45,7 +46,7 @@ from operators.schema import (
 )
 
 if TYPE_CHECKING:
-    from conftest import SpeechClip
+    from tests.fixtures.speech import SpeechClip
 
 CONFIG = VoiceFeaturesConfig()
 VOICE_COLUMNS = (

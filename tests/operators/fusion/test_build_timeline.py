@@ -7,10 +7,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from models.emotions import CIRCUMPLEX
 from operators import schema as S
 from operators.batches import ragged, to_list_columns
 from operators.fusion.build_timeline import (
-    CIRCUMPLEX,
     BuildTimeline,
     TimelineConfig,
     circumplex_va,
@@ -30,7 +30,8 @@ def _chunks(n_chunks=2, chunk_s=2.0, fps=5, face=lambda t: True, has_audio=True,
                             S.CHUNK_END_S,
                             S.FRAME_TS, S.FACE_FRAME, S.FACE_BOX, S.FACE_SCORE, S.FACE_PROBS,
                             S.VOICE_WINDOW_START_S, S.VOICE_SPEECH_RATIO, S.VOICE_PITCH_HZ,
-                            S.VOICE_LOUDNESS_DB, S.VOICE_MFCC, S.STAGE_SECONDS)}
+                            S.VOICE_LOUDNESS_DB, S.VOICE_MFCC, S.STAGE_SECONDS,
+                            S.VIDEO_DECODER)}
     status = status or ("",) * n_chunks
     for c in reversed(range(n_chunks)):  # out of order on purpose
         start, end = c * chunk_s, (c + 1) * chunk_s
@@ -53,7 +54,7 @@ def _chunks(n_chunks=2, chunk_s=2.0, fps=5, face=lambda t: True, has_audio=True,
             S.VOICE_PITCH_HZ: np.full(len(vs), 150, np.float32),
             S.VOICE_LOUDNESS_DB: np.full(len(vs), -20, np.float32),
             S.VOICE_MFCC: np.zeros((len(vs), S.N_MFCC), np.float32),
-            S.STAGE_SECONDS: 0.5,
+            S.STAGE_SECONDS: 0.5, S.VIDEO_DECODER: "decord",
         }.items():
             cols[key].append(value)
     return {k: (ragged(v) if isinstance(v[0], np.ndarray) else np.asarray(v))
@@ -77,7 +78,18 @@ def test_face_and_voice_windows():
     assert tl[S.SPEECH_PRESENT].tolist() == [False, False, True, True, True, True, False, False]
     assert summary[S.FACE_COVERAGE] == 1.0 and summary["share_happy"] == 1.0
     assert summary[S.PROCESSING_S] >= 1.0
+    assert summary[S.VIDEO_DECODER] == "decord"  # carried from the chunk rows
     assert tl[S.WINDOW_END_S].max() == 4.0
+
+
+def test_the_clip_names_the_decoder_of_its_chunks_with_frames():
+    """Chunk rows without frames carry "" (see DecodeFrames): the clip takes the decoder of
+    a chunk that has frames, and "" (null when written) when none has."""
+    batch = _chunks()  # rows in reverse chunk order: [chunk 1, chunk 0]
+    batch[S.VIDEO_DECODER] = np.asarray(["pyav", ""])
+    assert _build(batch)[0][S.VIDEO_DECODER] == "pyav"
+    batch[S.VIDEO_DECODER] = np.asarray(["", ""])
+    assert _build(batch)[0][S.VIDEO_DECODER] == ""
 
 
 def test_windows_end_with_the_last_sampled_frame():
@@ -251,8 +263,10 @@ def test_product_rule_is_voice_only_without_a_face_and_face_only_without_voice_o
     assert faceless.loc[~spoken, S.FUSION_MODE].isna().all()
 
 
-def test_product_rule_and_a_fusion_model_exclude_each_other():
+def test_product_rule_and_a_fusion_model_exclude_each_other(tmp_path):
     from models import fusion
 
+    fusion.save(fusion.build("decision", seed=0), tmp_path / "fusion.pt")
     with pytest.raises(ValueError, match="not both"):
-        BuildTimeline(TimelineConfig(), 0.15, fusion.build("decision", seed=0), product=True)
+        BuildTimeline(TimelineConfig(), 0.15, (tmp_path / "fusion.pt").read_bytes(),
+                      product=True)

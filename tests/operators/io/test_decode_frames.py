@@ -14,21 +14,28 @@ import psutil
 import pytest
 
 from operators import schema as S
-from operators.audio.extract_audio import SAMPLE_RATE
 from operators.io import decode_frames
 from operators.io.decode_frames import (
     DecodeConfig,
+    DecodeFrames,
     FrameSampler,
     StreamingFrameSampler,
-    make_decode_fn,
     open_sampler,
     working_size,
 )
-from operators.io.probe_media import make_probe_fn
+from operators.io.probe_media import ProbeMedia
+from operators.schema import SAMPLE_RATE
 from pipelines.sample_media.build import make_webcam_recording
+from pipelines.sample_media.codecs import (
+    CODEC_SIZE,
+    CodecVariant,
+    make_codec_variants,
+    transcode,
+)
 from pipelines.sample_media.edge_cases import (
     CORRUPT_AUDIO_SPAN_S,
     _corrupt_audio_middle,
+    _damage_packets,
     _portrait_rotated,
 )
 
@@ -43,7 +50,7 @@ def _clip_row(path) -> dict:
         S.ERROR: "",
         S.STAGE_SECONDS: 0.0,
     }
-    return make_probe_fn()(row)
+    return ProbeMedia()(row)
 
 
 def test_working_size_downscales_only():
@@ -117,7 +124,7 @@ def _ffmpeg_children() -> list[psutil.Process]:
 def test_decoder_streams_a_long_recording_chunk_by_chunk(long_recording):
     """Chunks come out one at a time: the first while the audio pipe is still open (not
     drained into memory), and the pipe is closed when the last one is out."""
-    chunks = make_decode_fn(DecodeConfig(chunk_s=2.0))(_clip_row(long_recording))
+    chunks = DecodeFrames(DecodeConfig(chunk_s=2.0))(_clip_row(long_recording))
     first = next(chunks)
     assert first[S.CHUNK_INDEX] == 0 and len(first[S.FRAMES]) == 10
     audio = _ffmpeg_children()
@@ -150,7 +157,7 @@ def test_decoder_stops_decord_after_each_chunk(long_recording, monkeypatch):
     seek that always stops decord's decoder thread and drops what it read ahead."""
     monkeypatch.setattr(_SeekSpy, "calls", [])
     monkeypatch.setattr(decode_frames.decord, "VideoReader", _SeekSpy)
-    chunks = list(make_decode_fn(DecodeConfig(chunk_s=4.0))(_clip_row(long_recording)))
+    chunks = list(DecodeFrames(DecodeConfig(chunk_s=4.0))(_clip_row(long_recording)))
     assert len(chunks) == 10 and all(not c[S.STATUS] for c in chunks)
     assert [kind for kind, _ in _SeekSpy.calls] == ["batch", "seek"] * 10
     assert all(at == [0] for kind, at in _SeekSpy.calls if kind == "seek")
@@ -194,7 +201,7 @@ def test_recording_with_one_keyframe_is_decoded_in_one_pass(tmp_path):
         assert isinstance(open_sampler(dense, 320, 240, _clip_row(dense), config, stack),
                           FrameSampler)
 
-    chunks = list(make_decode_fn(config)(row))
+    chunks = list(DecodeFrames(config)(row))
     assert len(chunks) == 5 and all(not c[S.STATUS] for c in chunks)
     got = np.concatenate([c[S.FRAMES] for c in chunks])
     times = np.concatenate([c[S.FRAME_TS] for c in chunks])
@@ -214,7 +221,7 @@ def test_config_rejects_chunks_off_the_hop_grid():
 def test_decode_chunks_frames_and_audio(media):
     config = DecodeConfig(chunk_s=2.0, sample_fps=5)
     row = _clip_row(media["face_speech"])
-    chunks = list(make_decode_fn(config)(row))
+    chunks = list(DecodeFrames(config)(row))
     duration = row[S.DURATION_S]
     assert len(chunks) == int(np.ceil(duration / 2.0))
     ts = np.concatenate([c[S.FRAME_TS] for c in chunks])
@@ -230,25 +237,26 @@ def test_decode_chunks_frames_and_audio(media):
 
 
 def test_decode_without_audio_stream(media):
-    chunks = list(make_decode_fn(DecodeConfig())(_clip_row(media["no_audio"])))
+    chunks = list(DecodeFrames(DecodeConfig())(_clip_row(media["no_audio"])))
     assert all(len(c[S.AUDIO]) == 0 for c in chunks)
     assert sum(len(c[S.FRAME_TS]) for c in chunks) > 0
 
 
 def test_failed_clip_becomes_one_status_row(media):
     row = _clip_row(media["corrupt"])
-    chunks = list(make_decode_fn(DecodeConfig())(row))
+    chunks = list(DecodeFrames(DecodeConfig())(row))
     assert len(chunks) == 1
     assert chunks[0][S.STATUS] == S.Status.DECODE_ERROR.value
     assert len(chunks[0][S.FRAME_TS]) == 0 and len(chunks[0][S.AUDIO]) == 0
+    assert chunks[0][S.VIDEO_DECODER] == ""  # no decoder read a frame
 
 
 def test_damaged_audio_becomes_a_gap_and_decoding_resumes_after_it(long_recording, tmp_path):
     damaged = tmp_path / "damaged_audio.mp4"
     _corrupt_audio_middle(long_recording, damaged, tmp_path)
     config = DecodeConfig(chunk_s=4.0)
-    chunks = list(make_decode_fn(config)(_clip_row(damaged)))
-    clean = list(make_decode_fn(config)(_clip_row(long_recording)))
+    chunks = list(DecodeFrames(config)(_clip_row(damaged)))
+    clean = list(DecodeFrames(config)(_clip_row(long_recording)))
     assert len(chunks) == len(clean) == 10
     hit = chunks[1]  # 4-8 s (+0.5 s overlap) holds the damage at 6.0-6.6 s
     assert hit[S.STATUS] == S.Status.PARTIAL.value and bool(hit[S.HAS_AUDIO])
@@ -271,3 +279,57 @@ def test_damaged_audio_becomes_a_gap_and_decoding_resumes_after_it(long_recordin
     np.testing.assert_array_equal(hit[S.AUDIO][:before], clean[1][S.AUDIO][:before])
     assert all(not c[S.STATUS] for c in chunks if c is not hit)
     assert not _ffmpeg_children()
+
+
+@pytest.fixture(scope="module")
+def av1_variants(tmp_path_factory) -> dict[str, Path]:
+    """The H.264 original, its AV1 transcode, and an AV1 one stored sideways with a display
+    matrix (what a phone recording re-encoded to AV1 would be)."""
+    folder = tmp_path_factory.mktemp("av1")
+    files = make_codec_variants(folder, ["h264_mp4", "av1_mp4"])
+    rotated = CodecVariant("av1_aac_rotated.mp4", "av1", "aac", "mp4", "pyav", rotation=90)
+    files["av1_mp4_rotated"] = folder / rotated.file
+    transcode(files["h264_mp4"], files["av1_mp4_rotated"], rotated, folder)
+    return files
+
+
+def _decoded(path: Path) -> tuple[np.ndarray, list[dict]]:
+    chunks = list(DecodeFrames(DecodeConfig(chunk_s=2.0))(_clip_row(path)))
+    return np.concatenate([c[S.FRAMES] for c in chunks]).astype(int), chunks
+
+
+@pytest.mark.parametrize("name", ["av1_mp4", "av1_mp4_rotated"])
+def test_av1_is_decoded_by_pyav_where_decord_cannot_open_it(av1_variants, name):
+    """decord's bundled FFmpeg has no AV1 decoder: it cannot even open the stream (the
+    issue's `cannot find video stream with wanted index: -1`).  PyAV's has (libdav1d), so the
+    clip is decoded by PyAV, turned upright, with the H.264 original's pictures."""
+    path = av1_variants[name]
+    with pytest.raises(decord.DECORDError, match="cannot find video stream"):
+        decord.VideoReader(str(path))
+    width, height = CODEC_SIZE
+    with contextlib.ExitStack() as stack:
+        sampler = open_sampler(path, width, height, _clip_row(path), DecodeConfig(), stack)
+        assert isinstance(sampler, StreamingFrameSampler)
+    got, chunks = _decoded(path)
+    assert [c[S.STATUS] for c in chunks] == ["", ""]
+    assert [c[S.VIDEO_DECODER] for c in chunks] == ["pyav", "pyav"]
+    want, original = _decoded(av1_variants["h264_mp4"])
+    assert [c[S.VIDEO_DECODER] for c in original] == ["decord", "decord"]
+    assert got.shape == want.shape == (20, height, width, 3)
+    # AV1's coding loss is ~2 grey levels; the neighbouring sample differs by ~7, a picture
+    # turned upside down by ~19.
+    assert np.abs(got - want).mean() < 4
+
+
+def test_a_stream_neither_decoder_reads_is_a_decode_error(av1_variants, tmp_path):
+    """The first 0.3 s of video packets overwritten: decord opens the file but its codec
+    refuses the first packet, PyAV's refuses it too, so the clip is a decode_error with
+    decord's reason, and no decoder is named."""
+    damaged = tmp_path / "damaged_start.mp4"
+    _damage_packets(av1_variants["h264_mp4"], damaged, "v:0", (0.0, 0.3), seed=7)
+    chunks = list(DecodeFrames(DecodeConfig())(_clip_row(damaged)))
+    assert len(chunks) == 1
+    assert chunks[0][S.STATUS] == S.Status.DECODE_ERROR.value
+    assert chunks[0][S.ERROR] == ("video decoding failed at 0.0s: the video codec refused a "
+                                  "packet (invalid data)")
+    assert chunks[0][S.VIDEO_DECODER] == "" and len(chunks[0][S.FRAMES]) == 0

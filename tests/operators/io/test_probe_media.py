@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from operators import schema as S
-from operators.io.probe_media import ProbeError, make_probe_fn, probe_media
+from operators.io.probe_media import ProbeError, ProbeMedia, probe_media
 
 
 def test_probe_reports_media_facts(media):
@@ -35,7 +35,7 @@ def test_probe_failures_have_specific_status(media, case, status, needle):
 
 
 def test_probe_fn_turns_failures_into_status_rows(media):
-    probe = make_probe_fn()
+    probe = ProbeMedia()
     row = probe(
         {
             S.URI: "x",

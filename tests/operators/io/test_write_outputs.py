@@ -23,7 +23,7 @@ def _batch(n_windows: int, status: str = "ok") -> pa.Table:
     summary.update({S.CLIP_ID: "abc", S.URI: "/in/a.mp4", S.STATUS: status, S.ERROR: "",
                     S.DURATION_S: float("nan") if status != "ok" else 2.0,
                     S.HAS_AUDIO: False, S.FRAMES_SAMPLED: 10, S.FACE_TRACKS: 0,
-                    S.SIZE_BYTES: 5})
+                    S.SIZE_BYTES: 5, S.VIDEO_DECODER: "pyav" if status == "ok" else ""})
     table = pa.Table.from_pylist([summary])
     timeline = pa.array([[_timeline_row(w) for w in range(n_windows)]],
                         type=pa.list_(pa.struct(list(S.TIMELINE_SCHEMA))))
@@ -42,6 +42,7 @@ def test_writes_declared_schemas_and_replaces_on_rerun(tmp_path):
     row = clip.to_pylist()[0]
     assert row[S.ERROR] is None and row[S.RUN_ID] == "r1" and row[S.DETECTOR] == "d"
     assert row[S.FACE_MODEL] is None  # no face track: no face model was applied
+    assert row[S.VIDEO_DECODER] == "pyav"
 
     writer(_batch(3))  # a re-run replaces, it does not add
     assert pq.read_table(tmp_path / "timelines").num_rows == 3
@@ -58,3 +59,4 @@ def test_failed_clip_removes_stale_timeline_and_nulls_media_facts(tmp_path):
     row = pq.read_table(clip_uri(str(tmp_path), "abc")).to_pylist()[0]
     assert row[S.STATUS] == "decode_error" and row[S.DURATION_S] is None
     assert row[S.HAS_AUDIO] is None
+    assert row[S.VIDEO_DECODER] is None  # no decoder read a frame ("" on the chunk rows)

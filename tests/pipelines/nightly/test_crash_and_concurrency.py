@@ -17,8 +17,8 @@ import pytest
 import ray
 
 from operators import schema as S
-from pipelines.nightly.__main__ import run
 from pipelines.nightly.config import load_nightly_config
+from pipelines.nightly.job import run
 from pipelines.nightly.state import processed_dir, read_state
 
 pytestmark = pytest.mark.integration

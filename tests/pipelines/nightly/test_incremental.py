@@ -16,8 +16,9 @@ from PIL import Image
 
 from models import face_emotion
 from operators import schema as S
-from pipelines.nightly.__main__ import main, run
+from pipelines.nightly.__main__ import main
 from pipelines.nightly.config import load_nightly_config
+from pipelines.nightly.job import run
 from pipelines.nightly.state import CHANGED, MODEL_CHANGED, NEW, RETRY, read_state
 
 pytestmark = pytest.mark.integration

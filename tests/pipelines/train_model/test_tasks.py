@@ -1,6 +1,6 @@
 """The per-task pieces of the training job, in one process without Ray: rows → tensors →
 network → loss, for voice, fusion and temporal samples (the face task runs end to end in
-test_train_job.py), the loss each FER+ scheme maps to, and the early-stopping/LR helpers.
+test_job.py), the loss each FER+ scheme maps to, and the early-stopping/LR helpers.
 
 Voice windows are espeak-ng speech (the RAVDESS fixture); fusion and temporal samples are
 feature vectors, which is what those models take, drawn so that the class is readable from
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from operators.schema import EMOTIONS
-from pipelines.train.datasets import load_audio
+from pipelines.train.media import load_audio
 from pipelines.train_model.config import TrainJobConfig
 from pipelines.train_model.loop import (
     _schedule,

@@ -4,9 +4,9 @@ is started again, is tracked and registered on a real ``mlflow server``, is prom
 weaker alias holder (and a worse model is refused), ``emoray evaluate`` prints its report, and
 the timeline job then uses it by alias.
 
-The corpus (``face_folders`` in conftest) has five real faces, jittered crops per class; the
-astronaut — the participant of sample_media's recordings — is labelled neutral, which the
-shipped FER2013 network calls happy.  Chance is 1/5.
+The corpus (``face_folders`` in tests/fixtures/corpora.py) has five real faces, jittered crops
+per class; the astronaut — the participant of sample_media's recordings — is labelled neutral,
+which the shipped FER2013 network calls happy.  Chance is 1/5.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from infra.tracking import TrackingConfig, resolve_model_file
 from models import face_emotion
 from operators import schema as S
 from pipelines.cli import main
+from pipelines.train.corpora.parquet import read_prepared
 from pipelines.train_model.build import (
     evaluate_checkpoint,
     promote_version,
@@ -40,7 +41,6 @@ from pipelines.train_model.build import (
     signature_for,
 )
 from pipelines.train_model.config import load_train_config
-from pipelines.train_model.prepare import read_prepared
 
 pytestmark = pytest.mark.integration
 

@@ -14,31 +14,17 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from operators.audio.extract_audio import SAMPLE_RATE
-from operators.schema import EMOTIONS
-from pipelines.train.datasets import load_audio
+from operators.schema import EMOTIONS, SAMPLE_RATE
+from pipelines.train.corpora.parquet import prepared_schema, read_prepared
+from pipelines.train.media import load_audio
 from pipelines.train_model.config import DataSource
-from pipelines.train_model.prepare import (
-    loudest_windows,
-    prepare_source,
-    prepared_schema,
-    read_prepared,
-)
+from pipelines.train_model.prepare import prepare_source
 
 pytestmark = pytest.mark.integration
 
 
 def _schemas(folder: str) -> list:
     return [pq.read_schema(p) for p in sorted(Path(folder).rglob("*.parquet"))]
-
-
-def test_loudest_windows_pick_speech_not_silence():
-    quiet, loud = np.zeros(SAMPLE_RATE, np.float32), np.full(SAMPLE_RATE, 0.5, np.float32)
-    audio = np.concatenate([quiet, loud, quiet, loud * 0.5])
-    assert loudest_windows(audio, 1.0, 1.0, 2) == [SAMPLE_RATE, 3 * SAMPLE_RATE]
-    # overlapping windows: the loud second, then the first half-loud one (ties: earliest)
-    assert loudest_windows(audio, 1.0, 0.5, 2) == [SAMPLE_RATE // 2, SAMPLE_RATE]
-    assert loudest_windows(audio[:100], 1.0, 0.5, 2) == [0]  # shorter than one window
 
 
 def test_voice_samples_from_ravdess(ray_local, ravdess_root, tmp_path):

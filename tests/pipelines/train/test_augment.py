@@ -1,13 +1,28 @@
-"""Face and audio augmentation (pipelines/train/datasets.py): shapes, ranges, determinism,
-and that each transform does what its name says on a real face and real speech."""
+"""Face, waveform and spectrogram augmentation (pipelines/train/augment.py): shapes, ranges,
+determinism, and that each transform does what its name says on a real face and real speech."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 import torch
 
-from pipelines.train import datasets as ds
+from pipelines.train.augment import (
+    add_noise,
+    augment_face,
+    augment_voice,
+    brightness,
+    crop_resize,
+    gaussian_noise,
+    hflip,
+    random_gain,
+    rotate,
+    spec_augment,
+    time_mask,
+)
+from pipelines.train.media import load_audio
 
 
 def seeded(seed: int = 0) -> torch.Generator:
@@ -24,16 +39,16 @@ def faces(fer_faces) -> torch.Tensor:
 def waves(ravdess_root) -> torch.Tensor:
     """Two 1 s windows of real (espeak-ng) speech, (2, 16000)."""
     files = sorted(ravdess_root.glob("Actor_01/*.flac"))
-    return torch.stack([torch.from_numpy(ds.load_audio(str(f), 0.2, 1.2)) for f in files])
+    return torch.stack([torch.from_numpy(load_audio(str(f), 0.2, 1.2)) for f in files])
 
 
 FACE_AUGMENTS = {
-    "hflip": lambda x, g: ds.hflip(x, 0.5, g),
-    "rotate": lambda x, g: ds.rotate(x, 15.0, g),
-    "crop_resize": lambda x, g: ds.crop_resize(x, (0.7, 0.9), g),
-    "brightness": lambda x, g: ds.brightness(x, 0.3, g),
-    "gaussian_noise": lambda x, g: ds.gaussian_noise(x, 0.05, g),
-    "augment_face": lambda x, g: ds.augment_face(x, g),
+    "hflip": lambda x, g: hflip(x, 0.5, g),
+    "rotate": lambda x, g: rotate(x, 15.0, g),
+    "crop_resize": lambda x, g: crop_resize(x, (0.7, 0.9), g),
+    "brightness": lambda x, g: brightness(x, 0.3, g),
+    "gaussian_noise": lambda x, g: gaussian_noise(x, 0.05, g),
+    "augment_face": lambda x, g: augment_face(x, g),
 }
 
 
@@ -53,17 +68,17 @@ def test_face_augment_shapes_ranges_determinism(faces, name, shape):
 
 
 def test_face_augments_do_what_they_say(faces):
-    flipped = ds.hflip(faces, p=1.0)
+    flipped = hflip(faces, p=1.0)
     torch.testing.assert_close(flipped, faces.flip(-1))
-    torch.testing.assert_close(ds.hflip(faces, p=0.0), faces)
-    torch.testing.assert_close(ds.rotate(faces, 0.0), faces, atol=1e-5, rtol=0)
-    torch.testing.assert_close(ds.crop_resize(faces, (1.0, 1.0)), faces, atol=1e-5, rtol=0)
+    torch.testing.assert_close(hflip(faces, p=0.0), faces)
+    torch.testing.assert_close(rotate(faces, 0.0), faces, atol=1e-5, rtol=0)
+    torch.testing.assert_close(crop_resize(faces, (1.0, 1.0)), faces, atol=1e-5, rtol=0)
     dim = faces * 0.5 + 0.05  # in [0.05, 0.55]: a factor up to 1.3 never clips
-    ratio = (ds.brightness(dim, max_delta=0.3, generator=seeded(0)) / dim).flatten(1)
+    ratio = (brightness(dim, max_delta=0.3, generator=seeded(0)) / dim).flatten(1)
     assert (ratio.max(1).values - ratio.min(1).values < 1e-5).all()  # one factor per image
     assert ((ratio[:, 0] >= 0.7) & (ratio[:, 0] <= 1.3)).all()
     assert ratio[:, 0].unique().numel() == len(faces)  # drawn for each image
-    noisy = ds.gaussian_noise(torch.full((1, 100, 100), 0.5), std=0.05, generator=seeded(0))
+    noisy = gaussian_noise(torch.full((1, 100, 100), 0.5), std=0.05, generator=seeded(0))
     assert abs(float((noisy - 0.5).std()) - 0.05) < 0.005
 
 
@@ -80,7 +95,7 @@ def principal_angle(images: torch.Tensor) -> torch.Tensor:
 def test_rotate_turns_within_the_limit():
     line = torch.zeros(64, 1, 65, 65)
     line[:, :, 31:34, 8:57] = 1.0  # a horizontal bar, short of the edges
-    angles = principal_angle(ds.rotate(line, max_degrees=20.0, generator=seeded(0)))
+    angles = principal_angle(rotate(line, max_degrees=20.0, generator=seeded(0)))
     assert angles.abs().max() <= 20.5
     assert angles.std() > 8  # uniform on ±20° has a standard deviation of 11.5°
 
@@ -88,28 +103,28 @@ def test_rotate_turns_within_the_limit():
 def test_crop_resize_zooms_in_by_the_area_scale():
     square = torch.zeros(16, 1, 64, 64)
     square[:, :, 24:40, 24:40] = 1.0  # stays inside every crop of half the area
-    zoomed = ds.crop_resize(square, scale=(0.5, 0.5), generator=seeded(0))
+    zoomed = crop_resize(square, scale=(0.5, 0.5), generator=seeded(0))
     growth = zoomed.sum(dim=(1, 2, 3)) / square.sum(dim=(1, 2, 3))
     assert ((growth > 1.8) & (growth < 2.2)).all()
 
 
 def test_face_augments_reject_integer_images(fer_faces):
     with pytest.raises(TypeError):
-        ds.augment_face(torch.tensor(fer_faces[0]))
+        augment_face(torch.tensor(fer_faces[0]))
 
 
 def test_audio_gain_noise_mask(waves):
-    gained = ds.random_gain(waves, 6.0, 6.0)
+    gained = random_gain(waves, 6.0, 6.0)
     torch.testing.assert_close(gained, waves * 10 ** (6 / 20))
 
-    noisy = ds.add_noise(waves, snr_db=20.0, generator=seeded(0))
+    noisy = add_noise(waves, snr_db=20.0, generator=seeded(0))
     noise = noisy - waves
     snr = 10 * torch.log10(waves.pow(2).mean(1) / noise.pow(2).mean(1))
     torch.testing.assert_close(snr, torch.full((2,), 20.0), atol=0.2, rtol=0)
     silent = torch.zeros(1, 16000)
-    torch.testing.assert_close(ds.add_noise(silent, 10.0), silent)
+    torch.testing.assert_close(add_noise(silent, 10.0), silent)
 
-    masked = ds.time_mask(waves, max_fraction=0.2, n_masks=2, generator=seeded(0))
+    masked = time_mask(waves, max_fraction=0.2, n_masks=2, generator=seeded(0))
     changed = masked != waves
     assert 0 < int(changed.sum(1).max()) <= 2 * int(0.2 * 16000)
     assert (masked[changed] == 0).all()
@@ -117,8 +132,8 @@ def test_audio_gain_noise_mask(waves):
 
 def test_time_mask_on_spectrograms_masks_whole_frames():
     spectrogram = torch.ones(3, 40, 100)
-    masked = ds.time_mask(spectrogram, max_fraction=0.3, value=-80.0, feature_dims=1,
-                          generator=seeded(0))
+    masked = time_mask(spectrogram, max_fraction=0.3, value=-80.0, feature_dims=1,
+                       generator=seeded(0))
     frames = masked == -80.0
     # a masked frame is masked in all 40 bands, and no item loses more than 30 frames
     assert (frames.all(1) == frames.any(1)).all()
@@ -128,8 +143,30 @@ def test_time_mask_on_spectrograms_masks_whole_frames():
 @pytest.mark.parametrize("shape", [(16000,), (2, 16000), (2, 2, 8000)])
 def test_augment_voice_shapes_and_determinism(waves, shape):
     audio = waves.reshape(-1)[: int(np.prod(shape))].reshape(shape)
-    out = ds.augment_voice(audio, seeded(5))
+    out = augment_voice(audio, seeded(5))
     assert out.shape == audio.shape and out.dtype == torch.float32
     assert torch.isfinite(out).all()
-    torch.testing.assert_close(out, ds.augment_voice(audio, seeded(5)), rtol=0, atol=0)
-    assert not torch.equal(out, ds.augment_voice(audio, seeded(6)))
+    torch.testing.assert_close(out, augment_voice(audio, seeded(5)), rtol=0, atol=0)
+    assert not torch.equal(out, augment_voice(audio, seeded(6)))
+
+
+def test_spec_augment_masks_whole_bands_and_frames_with_the_mean():
+    spec = torch.randn(6, 1, 40, 51) + 5.0  # no zeros of its own
+    out = spec_augment(spec, seeded(0), time_masks=2, freq_masks=2, max_fraction=0.15)
+    assert out.shape == spec.shape
+    zero = out == 0
+    kept = ~zero
+    torch.testing.assert_close(out[kept], spec[kept])  # what is not masked is untouched
+    for item in zero[:, 0]:
+        bands = item.all(1)  # mel bins masked over every frame
+        frames = item.all(0)  # frames masked over every bin
+        # every masked cell lies in a fully masked band or frame
+        assert torch.equal(item, bands[:, None] | frames[None, :])
+        assert int(bands.sum()) <= 2 * math.floor(0.15 * 40)
+        assert int(frames.sum()) <= 2 * math.floor(0.15 * 51)
+    assert bool(zero.any(dim=(1, 2, 3)).sum() >= 4)  # most items get some mask
+    torch.testing.assert_close(spec_augment(spec, seeded(0), max_fraction=0.15), out,
+                               rtol=0, atol=0)
+    assert not torch.equal(spec_augment(spec, seeded(1), max_fraction=0.15), out)
+    torch.testing.assert_close(spec_augment(spec, seeded(0), time_masks=0, freq_masks=0),
+                               spec)

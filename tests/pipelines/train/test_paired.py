@@ -8,11 +8,13 @@ import pandas as pd
 import pytest
 
 from models import fusion, voice_emotion
-from operators.fusion.build_timeline import CIRCUMPLEX
+from models.emotions import CIRCUMPLEX
 from operators.schema import EMOTIONS, URI
-from pipelines.train import datasets as D
 from pipelines.train import paired
-from pipelines.train_model.prepare import read_prepared
+from pipelines.train.corpora.parquet import read_prepared
+from pipelines.train.corpora.ravdess import read_ravdess
+from pipelines.train.media import load_audio
+from pipelines.train.table import END_S, LABEL, SPLIT, START_S, VAL
 
 
 def test_pairs_join_faces_of_the_voice_class_distinct_and_seeded():
@@ -48,20 +50,20 @@ def test_paired_rows_round_trip_parquet_and_feed_the_fusion_model(tmp_path):
     face_labels = np.arange(60) % 7
     voice_feats = rng.normal(size=(14, 128)).astype(np.float32)
     voice_labels = np.arange(14) % 7
-    meta = {URI: [f"a{i}.flac" for i in range(14)], D.START_S: np.zeros(14),
-            D.END_S: np.ones(14)}
+    meta = {URI: [f"a{i}.flac" for i in range(14)], START_S: np.zeros(14),
+            END_S: np.ones(14)}
     frame = paired.paired_frame(face_feats, np.arange(100, 160), face_labels, voice_feats,
                                 np.linspace(0, 1, 14), voice_labels, pd.DataFrame(meta),
-                                D.VAL, frames=5, draws=2, seed=0, people=3,
+                                VAL, frames=5, draws=2, seed=0, people=3,
                                 face_probs=np.eye(7, dtype=np.float32)[face_labels],
                                 voice_probs=np.eye(7, dtype=np.float32)[voice_labels])
-    assert len(frame) == 28 and (frame[D.SPLIT] == D.VAL).all()
+    assert len(frame) == 28 and (frame[SPLIT] == VAL).all()
     path = tmp_path / "val.parquet"
     frame.to_parquet(path, index=False)
     back = read_prepared(str(path))
     for i in (0, 27):
         row = back.iloc[i]
-        label = int(row[D.LABEL])
+        label = int(row[LABEL])
         assert label == voice_labels[i // 2]
         assert (face_labels[np.asarray(row[paired.FACE_ROWS]) - 100] == label).all()
         assert (row["valence"], row["arousal"]) == pytest.approx(CIRCUMPLEX[EMOTIONS[label]])
@@ -78,9 +80,9 @@ def test_paired_rows_round_trip_parquet_and_feed_the_fusion_model(tmp_path):
 
 
 def test_voice_windows_skip_silence_and_voice_table_on_real_speech(ravdess_root):
-    files = D.read_ravdess(str(ravdess_root))
+    files = read_ravdess(str(ravdess_root))
     files = files[files["modality"] == "audio"].head(2)
-    speech = D.load_audio(files[URI].iloc[0])
+    speech = load_audio(files[URI].iloc[0])
     padded = np.concatenate([np.zeros(32000, np.float32), speech, np.zeros(32000, np.float32)])
     starts, windows = paired.voice_windows(padded, limit=2)
     assert windows.shape == (2, 16000)
@@ -90,7 +92,7 @@ def test_voice_windows_skip_silence_and_voice_table_on_real_speech(ravdess_root)
     assert len(table) == len(probs) == len(feats) <= 4
     assert np.allclose(probs.sum(axis=1), 1, atol=1e-5) and feats.shape[1] == 128
     assert table["speaking"].between(0.2, 1).all()  # espeak speech fills most of each window
-    assert (table[D.END_S] - table[D.START_S]).eq(1.0).all()
+    assert (table[END_S] - table[START_S]).eq(1.0).all()
 
 
 def _rule_frame() -> pd.DataFrame:
@@ -104,7 +106,7 @@ def _rule_frame() -> pd.DataFrame:
     voice0[:3] = (0.1, 0.2, 0.7)
     # rows of frames as lists, as paired_frame writes them (Parquet needs 1-D list items)
     return pd.DataFrame({paired.FACE_PROBS: [list(face0), list(np.eye(7)[[3, 3]])],
-                         paired.VOICE_PROBS: [voice0, np.eye(7)[4]], D.LABEL: [1, 4]})
+                         paired.VOICE_PROBS: [voice0, np.eye(7)[4]], LABEL: [1, 4]})
 
 
 def test_rules_average_frames_and_renormalise_the_product():
@@ -129,8 +131,7 @@ def test_report_reads_a_written_split_and_draws_the_product_confusion(tmp_path):
     path = tmp_path / "val.parquet"
     _rule_frame().to_parquet(path, index=False)
     png = tmp_path / "confusion.png"
-    assert paired.main(["--report", str(path), "--confusion", str(png)]) == 0
-    text = paired.report(str(path))
+    text = paired.report(str(path), str(png))
     assert text.splitlines()[2:6] == ["face only    0.000     0.000",
                                       "voice only   0.500     0.333",
                                       "product      0.500     0.333",
