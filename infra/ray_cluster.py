@@ -1,12 +1,10 @@
-"""Connecting to Ray (an existing cluster when an address is given, else a local one), and
-reading back the blocks Ray Data dropped."""
+"""Connecting to Ray: an existing cluster when an address is given, else a local one.
+(Reading back the blocks Ray Data dropped: ``infra/ray_logs.py``.)"""
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-from dataclasses import dataclass
 
 import ray
 
@@ -44,58 +42,3 @@ def resolve_address(address: str | None) -> str | None:
 
 def cluster_has_gpus() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
-
-
-# Ray Data's words when it drops a block under DataContext.max_errored_blocks (Ray 2.60,
-# streaming_executor_state._record_errored_block); the job reads the operator name from it.
-_IGNORED_BLOCK = re.compile(r'An exception was raised from a task of operator "(?P<op>[^"]+)"')
-
-
-@dataclass(frozen=True)
-class BlockError:
-    """A block Ray Data gave up on: the operator (fused stages, e.g.
-    ``Map(stage)->Map(probe)->FlatMap(decode)``) and the exception after the last retry."""
-
-    operator: str
-    error_type: str
-    message: str
-
-    @property
-    def stages(self) -> str:
-        """The operator's stage names, readable: ``stage → probe → decode``."""
-        names = re.findall(r"\(([^()]+)\)", self.operator)
-        return " → ".join(names) if names else self.operator
-
-    def describe(self) -> str:
-        return f"{self.stages}: {self.error_type}: {self.message}"
-
-
-class BlockErrors(logging.Handler):
-    """Collects the blocks Ray Data drops (``max_errored_blocks = -1``) while installed on
-    the driver (``with BlockErrors() as errors:``), so a clip whose rows never arrive can be
-    recorded with the reason (a killed worker, an exception) instead of a generic one."""
-
-    LOGGER = "ray.data"
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
-        self.errors: list[BlockError] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        match = _IGNORED_BLOCK.search(record.getMessage())
-        if not match:
-            return
-        exc = record.exc_info[1] if record.exc_info else None
-        # A task's exception arrives wrapped (RayTaskError(...)): its cause is the user's.
-        cause = getattr(exc, "cause", None) or exc
-        text = str(cause).strip().splitlines() if cause is not None else []
-        message = next((line.strip() for line in text if line.strip()), "no message")
-        self.errors.append(BlockError(match["op"], type(cause).__name__ if cause else "?",
-                                      message[:300]))
-
-    def __enter__(self) -> BlockErrors:
-        logging.getLogger(self.LOGGER).addHandler(self)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        logging.getLogger(self.LOGGER).removeHandler(self)

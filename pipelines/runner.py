@@ -1,12 +1,14 @@
 """The job runner: how every job over the timeline pipeline runs, and how every command ends.
 
     start:    preflight ─ list inputs ─ load models                      (no Ray, no data)
-    [the job's own steps: a lease, a plan, a tracked run]
+    [the job's own steps: a lease, a plan, a tracked run, the writer]
     execute_plan:  connect ─ build ─ execute ─ record failures ─ shutdown
 
 ``emoray run`` (``pipelines/emotion_timeline/job.py``) and ``emoray nightly``
 (``pipelines/nightly/job.py``) differ in their plan (nightly adds its state-recording step
-after the writer) and their bookkeeping; the rest is here, once.  :func:`run_command` ends
+after the writer) and their bookkeeping; the rest is here, once.  The jobs hand their own
+parts in (how to load their models, their writer, their ``build``), so this module imports
+no job.  :func:`run_command` ends
 every ``emoray`` command the same way: one line per problem and an exit code per class of
 failure (:class:`infra.preflight.ExitCode`, README "Exit codes"); a traceback only with
 ``--debug``.
@@ -22,94 +24,71 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 import pyarrow as pa
 import ray
 from pydantic import ValidationError
 
-from infra import preflight, ray_cluster
+from infra import preflight, ray_cluster, ray_logs
 from infra.dashboards import stage_seconds
 from infra.lease import LeaseHeldError, LeaseLostError
-from infra.preflight import STORAGE_ERRORS, ExitCode, JobError, Problem
-from infra.registry import licence_line
-from infra.storage import InputError, InputRef, list_inputs
-from infra.tracking import is_mlflow_uri, resolve_model_file
-from models import face_emotion, fusion, voice_emotion
+from infra.preflight import STORAGE_ERRORS, ExitCode, JobError, PreflightConfig, Problem
+from infra.storage import InputError, InputRef, StorageConfig, list_inputs
+from infra.tracking import TrackingConfig, is_mlflow_uri
 from operators import schema as S
 from operators.io.files import is_remote
 from operators.io.write_outputs import TimelineWriter
-from pipelines.emotion_timeline.build import ResolvedModels, make_writer
-from pipelines.emotion_timeline.config import TimelineJobConfig
 
 logger = logging.getLogger("emoray.runner")
 
 
 # --- before any data moves -----------------------------------------------------------------
+class JobConfig(Protocol):
+    """What the runner reads of a job's config (``TimelineJobConfig`` and the trees that
+    extend it)."""
+
+    preflight: PreflightConfig
+    storage: StorageConfig
+    tracking: TrackingConfig
+    address: str | None
+    num_cpus: int | None
+    resources: Any  # its local_object_store_gib: the object store of a local Ray
+
+
 @dataclass(frozen=True)
 class Job:
     """A job ready to run: its config, its output (local paths made absolute), its listed
-    inputs and its models, loaded once on the driver."""
+    inputs and its models, loaded once on the driver (the timeline pipeline's
+    ``ResolvedModels``)."""
 
     input_spec: str
     out: str
-    config: TimelineJobConfig
+    config: JobConfig
     inputs: list[InputRef]
-    models: ResolvedModels
+    models: Any
 
 
-def start(input_spec: str, out: str, config: TimelineJobConfig, *,
+def start(input_spec: str, out: str, config: JobConfig,
+          load_models: Callable[[Path], Any], *, model_sources: Sequence[str | None] = (),
           dry_run: bool = False) -> Job:
     """Preflight (``dry_run``: the output is only read, no tracking, no Ray), list the inputs,
-    load the models.  Raises :class:`~infra.preflight.PreflightError`,
-    :class:`~infra.storage.InputError`, ``FileNotFoundError``/``ValueError`` (models)."""
+    load the models (``load_models`` with a scratch folder deleted afterwards;
+    ``model_sources`` are the configured model files or MLflow URIs, which need MLflow even
+    without tracking).  Raises :class:`~infra.preflight.PreflightError`,
+    :class:`~infra.storage.InputError` and what ``load_models`` raises."""
     if not is_remote(out):
         out = str(Path(out).resolve())
-    model_uris = [m for m in (config.face_model, config.voice_model, config.fusion_model)
-                  if m is not None and is_mlflow_uri(m)]
-    uses_mlflow = bool(model_uris) or (config.tracking.enabled and not dry_run)
+    uses_mlflow = any(m is not None and is_mlflow_uri(m) for m in model_sources) or (
+        config.tracking.enabled and not dry_run)
     preflight.check_job(config.preflight, config.storage, inputs=[input_spec], output=out,
                         tracking=config.tracking if uses_mlflow else None,
                         address=None if dry_run else config.address, write_output=not dry_run)
     inputs = list_inputs(input_spec, config.storage, S.VIDEO_EXTENSIONS)
     with tempfile.TemporaryDirectory(prefix="emoray-model-") as scratch:
-        models = resolve_models(config, Path(scratch))
+        models = load_models(Path(scratch))
     return Job(input_spec, out, config, inputs, models)
-
-
-def resolve_models(config: TimelineJobConfig, scratch: Path) -> ResolvedModels:
-    """Fetch the configured models (files or MLflow URIs) and load each once on the driver,
-    so a wrong file or mismatched feature sizes fail fast with a clear message."""
-    face = face_emotion.load(None)
-    face_name, face_bytes = face_emotion.DEFAULT_MODEL, None
-    face_path = face_emotion.model.DEFAULT_WEIGHTS
-    if config.face_model is not None:
-        face_path = resolve_model_file(config.face_model, config.tracking, scratch / "face")
-        face = face_emotion.load(face_path)
-        face_name, face_bytes = f"{face.name} ({config.face_model})", face_path.read_bytes()
-    # One line per model, once per run: the terms that come with the outputs it makes.
-    logger.info("%s", licence_line("face", face_name, face_path))
-    if config.fusion == "face_only":
-        return ResolvedModels(face_name, face_bytes)
-    if config.voice_model is None:
-        voice_path = voice_emotion.DEFAULT_WEIGHTS
-    else:
-        voice_path = resolve_model_file(config.voice_model, config.tracking, scratch / "voice")
-    voice = voice_emotion.load(voice_path)
-    logger.info("%s", licence_line("voice", voice.name, voice_path))
-    if config.fusion == "product":
-        return ResolvedModels(f"{face_name} + {voice.name} (product rule)", face_bytes,
-                              voice_path.read_bytes(), fusion="product")
-    fusion_path = resolve_model_file(config.fusion_model, config.tracking, scratch / "fusion")
-    fused = fusion.load(fusion_path)
-    logger.info("%s", licence_line("fusion", fused.name, fusion_path))
-    given = (face.feature_dim, voice.config.embed_dim)
-    if fused.input_dims != given:
-        raise ValueError(f"fusion model expects face/voice features of {fused.input_dims}, "
-                         f"the face and voice models give {given}")
-    return ResolvedModels(f"{face_name} + {voice.name} + {fused.name}", face_bytes,
-                          voice_path.read_bytes(), fusion_path.read_bytes(), fusion="learnt")
 
 
 # --- running the plan ------------------------------------------------------------------------
@@ -145,13 +124,12 @@ class OutputLostError(JobError):
             "written before stays valid: run the same command again to complete the rest"])
 
 
-def execute_plan(job: Job, inputs: list[InputRef], run_id: str, build: PlanBuilder, *,
-                 after_write: Sequence[AfterWrite] = ()) -> Execution:
-    """Connect to Ray (or start a local one), build the plan with this run's writer, run
-    it, record the inputs that got no row as ``failed`` (through ``after_write`` too, as
-    the workers' rows went), and shut down a Ray this started."""
+def execute_plan(job: Job, inputs: list[InputRef], writer: TimelineWriter, build: PlanBuilder,
+                 *, after_write: Sequence[AfterWrite] = ()) -> Execution:
+    """Connect to Ray (or start a local one), build the plan with the run's ``writer``, run
+    it, record the inputs that got no row as ``failed`` with the same writer (and through
+    ``after_write``, as the workers' rows went), and shut down a Ray this started."""
     config = job.config
-    writer = make_writer(config, job.out, run_id, job.models)
     watch = output_watch(job.out, config)
     try:
         owns_ray = ray_cluster.connect(
@@ -170,7 +148,7 @@ def execute_plan(job: Job, inputs: list[InputRef], run_id: str, build: PlanBuild
             ray.shutdown()
 
 
-def output_watch(out: str, config: TimelineJobConfig) -> Callable[[], None]:
+def output_watch(out: str, config: JobConfig) -> Callable[[], None]:
     """A check of the output during the run (the preflight's, bounded alike): raises
     :class:`OutputLostError` when ``out`` is no longer writable."""
     check = preflight.check_output(out, config.storage, config.preflight.timeout_s)
@@ -191,16 +169,18 @@ def execute(ds: ray.data.Dataset, inputs: list[InputRef], writer: TimelineWriter
     driver and passed through ``after_write``.  Whenever Ray Data drops a block,
     ``output_check`` runs: when the output went away, it raises and the run ends at once
     (every later write would fail too)."""
-    with ray_cluster.BlockErrors() as dropped:
+    with ray_logs.BlockErrors() as dropped:
         written = _collect(ds, dropped, output_check)
     clips = _record_failures(inputs, written, writer, dropped.errors, after_write=after_write,
                              output_check=output_check)
     return Execution(clips, ds.stats(), stage_seconds(ds))
 
 
+@dataclass(frozen=True)
 class _Raised:
-    def __init__(self, error: BaseException):
-        self.error = error
+    """What the consuming thread hands the driver thread when iterating failed."""
+
+    error: BaseException
 
 
 _END = object()
@@ -208,7 +188,7 @@ _END = object()
 _POLL_S = 0.5
 
 
-def _collect(ds: ray.data.Dataset, dropped: ray_cluster.BlockErrors,
+def _collect(ds: ray.data.Dataset, dropped: ray_logs.BlockErrors,
              output_check: Callable[[], None] | None) -> pd.DataFrame:
     """The dataset's clip rows (``CLIP_SCHEMA``; empty with its columns when none came).
     They are consumed on a helper thread so the driver can act while none arrive: once the
@@ -247,7 +227,7 @@ def _collect(ds: ray.data.Dataset, dropped: ray_cluster.BlockErrors,
 
 
 def _record_failures(inputs: list[InputRef], clips: pd.DataFrame, writer: TimelineWriter,
-                     dropped: list[ray_cluster.BlockError], *,
+                     dropped: list[ray_logs.BlockError], *,
                      after_write: Sequence[AfterWrite] = (),
                      output_check: Callable[[], None] | None = None) -> pd.DataFrame:
     """Give every input without a clip row (its work failed on every retry) a `failed` row
@@ -283,27 +263,39 @@ def _record_failures(inputs: list[InputRef], clips: pd.DataFrame, writer: Timeli
     return pd.concat([clips, failed], ignore_index=True) if len(clips) else failed
 
 
-# What a killed worker looks like to the driver, in a user's words.
+# What each kind of lost task means, in words a user can act on.
 _WORKER_DIED = ("WorkerCrashedError", "OutOfMemoryError", "NodeDiedError")
+_ROWS_REFUSED = ("ContractError", "ArrowInvalid", "ArrowTypeError", "ArrowConversionError")
+_ADVICE = {
+    "died": ("the worker process died: killed, out of memory, or a crash in native code "
+             "such as a decoder. If it happens again, run the clip alone or give the workers "
+             "more memory"),
+    "refused": ("emoray could not combine this clip's rows: a bug in emoray, not a fault of "
+                "the recording. Please report it with this message; a rerun may succeed"),
+    "other": ("an unexpected error in a step: a bug or an infrastructure fault, not a fault "
+              "the recording was found to have. Run the same command again; if the clip "
+              "fails again, report it with this message"),
+}
 
 
-def failure_reason(dropped: list[ray_cluster.BlockError]) -> str:
-    """The `failed` message: which stages' task failed on every retry and with what.  A lost
-    task's error does not name its clip, so the errors are the run's: exact when every
-    dropped block failed alike, else listed as the candidates."""
+def failure_reason(dropped: list[ray_logs.BlockError]) -> str:
+    """The `failed` message: what it means for the user, then which stages' task failed on
+    every retry and with what (Ray's own words).  A lost task's error does not name its
+    clip, so the errors are the run's: exact when every dropped block failed alike, else
+    listed as the candidates."""
     head = "processing failed on every retry"
     if not dropped:
         return f"{head}; no error reached the driver (see the Ray logs)"
     described = list(dict.fromkeys(error.describe() for error in dropped))
-    hint = ""
-    if any(error.error_type in _WORKER_DIED for error in dropped):
-        hint = (" (the worker process died: killed, out of memory, or a crash in native code "
-                "such as a decoder)")
+    types = {error.error_type for error in dropped}
+    kind = ("died" if types & set(_WORKER_DIED) else
+            "refused" if types & set(_ROWS_REFUSED) else "other")
+    head = f"{head} ({_ADVICE[kind]})"
     if len(described) == 1:
-        return f"{head}{hint}: {described[0]}"
+        return f"{head}: {described[0]}"
     shown = "; ".join(described[:3]) + (f"; and {len(described) - 3} more"
                                          if len(described) > 3 else "")
-    return f"{head}{hint}; this run's failed tasks: {shown}"
+    return f"{head}; this run's failed tasks: {shown}"
 
 
 # --- ending a command ------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from infra.lease import Lease, lease_dir
 from infra.tracking import tracked_run
 from operators import schema as S
 from pipelines import runner
+from pipelines.emotion_timeline.build import make_writer
+from pipelines.emotion_timeline.job import start
 from pipelines.nightly.build import StateRecorder, build
 from pipelines.nightly.config import NightlyJobConfig
 from pipelines.nightly.state import Plan, Recording, compact, make_plan, read_state
@@ -49,9 +51,10 @@ def run(input_spec: str, out: str, config: NightlyJobConfig, *, since: datetime 
     """One nightly run (see ``pipelines/nightly/__main__.py``).  Raises
     :class:`~infra.lease.LeaseHeldError` when another run holds the output,
     :class:`~infra.lease.LeaseLostError` when this run's lease was taken over, and what
-    :func:`pipelines.runner.start` and :func:`~pipelines.runner.execute_plan` raise."""
+    :func:`pipelines.emotion_timeline.job.start` and :func:`pipelines.runner.execute_plan`
+    raise."""
     started, started_at = time.perf_counter(), datetime.now(UTC)
-    job = runner.start(input_spec, out, config, dry_run=dry_run)
+    job = start(input_spec, out, config, dry_run=dry_run)
     options = config.storage.storage_options()
     recordings = [Recording(ref) for ref in job.inputs]
 
@@ -98,7 +101,7 @@ def _process(job: runner.Job, plan: Plan, run_id: str) -> tuple[pd.DataFrame, di
                              {p.recording.clip_id: p.recording.fingerprint
                               for p in plan.selected}, job.config.resources.writer)
     done = runner.execute_plan(
-        job, inputs, run_id,
+        job, inputs, make_writer(job.config, job.out, run_id, job.models),
         partial(build, job.config, inputs, models=job.models, recorder=recorder),
         after_write=(recorder,))
     return done.clips, done.stage_seconds

@@ -15,8 +15,7 @@ import pytest
 from models import fusion, voice_emotion
 from operators import schema as S
 from pipelines.emotion_timeline.config import load_config
-from pipelines.emotion_timeline.job import run
-from pipelines.runner import resolve_models
+from pipelines.emotion_timeline.job import resolve_models, run
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import pytest
 
 from models import face_emotion, fusion, voice_emotion
 from pipelines.emotion_timeline.config import load_config
-from pipelines.runner import resolve_models
+from pipelines.emotion_timeline.job import resolve_models
 
 
 def licence_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
