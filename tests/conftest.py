@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pipelines.sample_media.build import make_sample_media
+from tests.fixtures.mlflow_server import start_mlflow_server
 
 # Fixture modules shared by several test folders (pytest's way to share fixtures beyond one
 # conftest.py).
@@ -74,30 +71,7 @@ def ray_local(s3_endpoint) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory) -> Iterator[str]:
     """A real ``mlflow server`` process on 127.0.0.1 with a sqlite store."""
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    with open(root / "server.log", "wb") as log:
-        proc = subprocess.Popen(
-            [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=log,
-        )
-    url = f"http://127.0.0.1:{port}"
-    # ~7 s on a quiet machine; minutes when the 2 cores are shared with other jobs.
-    deadline = time.monotonic() + 240
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()}")
-        time.sleep(0.5)
+    proc, url = start_mlflow_server(tmp_path_factory.mktemp("mlflow"), free_port())
     try:
         yield url
     finally:

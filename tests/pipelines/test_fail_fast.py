@@ -24,6 +24,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import boto3
 import pandas as pd
@@ -42,6 +43,7 @@ from pipelines.nightly.job import run as run_nightly
 from pipelines.nightly.state import read_state
 from pipelines.runner import OutputLostError, _record_failures, output_watch
 from tests.fixtures.faulty_s3_proxy import FaultRule, FaultyS3Proxy
+from tests.fixtures.mlflow_server import start_mlflow_server
 
 BOUND_S = 15.0  # in-process: the preflight's 10 s timeout at most, plus a loaded machine
 PROCESS_BOUND_S = 60.0  # as a process: Python, torch, Ray and MLflow imports on top
@@ -78,7 +80,9 @@ def _fails_fast(argv: list[str], caplog, code: ExitCode, message: str) -> None:
     one error line, without a traceback, and without starting Ray."""
     caplog.clear()
     started = time.monotonic()
-    with caplog.at_level(logging.INFO):
+    # A spy, not a fake: Ray must not be started or joined (the suite's own local Ray may
+    # already run in this process, so ray.is_initialized() cannot tell).
+    with caplog.at_level(logging.INFO), mock.patch.object(ray, "init", wraps=ray.init) as init:
         returned = main(argv)
     elapsed = time.monotonic() - started
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -86,7 +90,7 @@ def _fails_fast(argv: list[str], caplog, code: ExitCode, message: str) -> None:
     assert [r.getMessage() for r in errors] == [message]
     assert errors[0].exc_info is None
     assert elapsed < BOUND_S, f"took {elapsed:.1f} s"
-    assert not ray.is_initialized()
+    init.assert_not_called()
 
 
 # --- the table of issue 22, one row each ---------------------------------------------------
@@ -156,29 +160,9 @@ def _moto_auth(endpoint: str, count: str) -> None:
 def stopped_mlflow_server(tmp_path_factory) -> Iterator[str]:
     """A real ``mlflow server`` on 127.0.0.1, started (the job's preflight passes while it
     answers) and then stopped.  Yields its URL."""
-    root = tmp_path_factory.mktemp("stopped-mlflow")
-    port = _port_with_nothing_listening()
-    url = f"http://127.0.0.1:{port}"
-    with open(root / "server.log", "wb") as log:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
-             "--port", str(port), "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=log)
+    proc, url = start_mlflow_server(tmp_path_factory.mktemp("stopped-mlflow"),
+                                    _port_with_nothing_listening())
     try:
-        # ~7 s on a quiet machine; minutes when the 2 cores are shared with other jobs.
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("mlflow server did not start: "
-                                   f"{(root / 'server.log').read_text()}")
-            time.sleep(0.5)
         assert find_problems([check_tracking(TrackingConfig(uri=url), 10)], 10) == []
     finally:
         proc.terminate()
