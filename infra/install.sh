@@ -75,12 +75,13 @@ main() {
   fi
 
   local conflicts
-  # pip check exits 1 on any finding: the filter decides.
+  # pip check exits 1 on any finding: the filter decides what is worth saying.  A warning,
+  # not a failure: a newer release of some dependency can add a finding that changes
+  # nothing at run time, and the import check below and the test suite are the real test.
   conflicts=$({ .venv/bin/python -m pip check 2>&1 || true; } | unexpected_conflicts)
   if [ -n "$conflicts" ]; then
-    echo "pip check found conflicts beyond the expected ones (see unexpected_conflicts):" >&2
+    echo "warning: pip check found conflicts beyond the expected ones (see unexpected_conflicts):" >&2
     echo "$conflicts" >&2
-    exit 1
   fi
   .venv/bin/python -c 'import decord, facenet_pytorch, torch; print("emoray installed in .venv (torch", torch.__version__ + ")")'
 }
