@@ -19,7 +19,6 @@ else, once for every step:
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import time
 import uuid
@@ -35,8 +34,6 @@ import ray.data
 from operators import schema as S
 from operators.memory import release_freed_heap
 from operators.resources import StageResources
-
-logger = logging.getLogger(__name__)
 
 
 class Grain(StrEnum):
