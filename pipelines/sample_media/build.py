@@ -762,6 +762,34 @@ def _ffmpeg(args: list[str], frames: Iterator[bytes] | None = None) -> None:
             raise SampleMediaError(f"ffmpeg failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
 
 
+def build_from_one_recording(out_dir: str | Path, names: Iterable[str],
+                             file_of: Callable[[str], str],
+                             build: Callable[[str, Path, Path, Path], None], *, seconds: float,
+                             kind: str, size: tuple[int, int] | None = None) -> dict[str, Path]:
+    """Files derived from one webcam recording: for each of ``names``, ``build(name, base,
+    target, scratch)`` writes ``out_dir / file_of(name)`` through a hidden temporary name
+    moved into place.  ``base`` is a :func:`make_webcam_recording` of ``seconds`` (at
+    ``size``, default 640×480) in a scratch folder deleted afterwards.  Returns name → path;
+    ``kind`` names the files in the log.  Raises what ``build`` raises, and
+    :class:`MissingToolError` without ffmpeg or espeak-ng."""
+    _require("ffmpeg", "ffprobe", "espeak-ng")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="emoray-media-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        width, height = size or (640, 480)
+        base = make_webcam_recording(tmp / "base.mp4", seconds, width=width, height=height)
+        for name in names:
+            path = out / file_of(name)
+            _build_atomically(path, lambda target, n=name: build(n, base, target, tmp))
+            written[name] = path
+    logger.info("%d %s in %s (%.1f s)", len(written), kind, out.resolve(),
+                time.perf_counter() - started)
+    return written
+
+
 def _build_atomically(path: Path, build: Callable[[Path], None]) -> None:
     """``build(target)`` into a hidden name beside ``path``, then move it into place."""
     partial = path.with_name(f".{path.name}.partial")

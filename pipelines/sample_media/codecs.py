@@ -16,8 +16,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import tempfile
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +23,9 @@ from pathlib import Path
 from pipelines.sample_media.build import (
     _FFMPEG,
     SampleMediaError,
-    _build_atomically,
     _ffmpeg,
-    _require,
     _run,
-    make_webcam_recording,
+    build_from_one_recording,
 )
 from pipelines.sample_media.edge_cases import display_turned_clockwise
 
@@ -131,24 +127,10 @@ def make_codec_variants(out_dir: str | Path, names: Iterable[str] | None = None
     unknown = [name for name in chosen if name not in CODEC_VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; known: {', '.join(CODEC_VARIANTS)}")
-    _require("ffmpeg", "ffprobe", "espeak-ng")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="emoray-codecs-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        width, height = CODEC_SIZE
-        base = make_webcam_recording(tmp / "base.mp4", CODEC_SECONDS, width=width,
-                                     height=height)
-        for name in chosen:
-            variant = CODEC_VARIANTS[name]
-            path = out / variant.file
-            _build_atomically(path, lambda target, v=variant: transcode(base, target, v, tmp))
-            written[name] = path
-    logger.info("%d codec variant(s) in %s (%.1f s)", len(written), out.resolve(),
-                time.perf_counter() - started)
-    return written
+    return build_from_one_recording(
+        out_dir, chosen, lambda name: CODEC_VARIANTS[name].file,
+        lambda name, base, target, tmp: transcode(base, target, CODEC_VARIANTS[name], tmp),
+        seconds=CODEC_SECONDS, kind="codec variant(s)", size=CODEC_SIZE)
 
 
 def transcode(base: Path, target: Path, variant: CodecVariant, scratch: Path) -> None:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +29,9 @@ from pipelines.sample_media.build import (
     _AUDIO_CODEC,
     _FFMPEG,
     SampleMediaError,
-    _build_atomically,
     _ffmpeg,
-    _require,
     _run,
-    make_webcam_recording,
+    build_from_one_recording,
 )
 
 logger = logging.getLogger(__name__)
@@ -188,21 +184,10 @@ def make_edge_cases(out_dir: str | Path, names: Iterable[str] | None = None
     ffmpeg fails or writes something other than the case needs (e.g. no rotation matrix), and
     :class:`~pipelines.sample_media.build.MissingToolError` without ffmpeg or espeak-ng.
     """
-    _require("ffmpeg", "ffprobe", "espeak-ng")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="emoray-edge-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        base = make_webcam_recording(tmp / "base.mp4", _BASE_S)
-        for name in EDGE_CASES if names is None else names:
-            path = out / EDGE_CASES[name].file
-            _build_atomically(path, lambda target, n=name: _BUILDERS[n](base, target, tmp))
-            written[name] = path
-    logger.info("%d edge case(s) in %s (%.1f s)", len(written), out.resolve(),
-                time.perf_counter() - started)
-    return written
+    return build_from_one_recording(
+        out_dir, EDGE_CASES if names is None else names, lambda name: EDGE_CASES[name].file,
+        lambda name, base, target, tmp: _BUILDERS[name](base, target, tmp),
+        seconds=_BASE_S, kind="edge case(s)")
 
 
 # --- builders: (base recording, target, scratch folder) -> None ------------------------------
