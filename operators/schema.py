@@ -113,6 +113,11 @@ FACE_FRAME = "face_frame"  # list<int32>
 FACE_BOX = "face_box"  # list<list<float32>[4]>: x1, y1, x2, y2 in working-resolution pixels
 FACE_SCORE = "face_score"  # list<float32>: detector confidence
 FACE_CROPS = "face_crops"  # uint8 (n_faces, S, S, 3) aligned crops; dropped after emotion
+# uint8 (n_faces, FACE_THUMB_SIZE²): grey thumbnail of each aligned crop, the only picture
+# that reaches the timeline step (mouth motion: who speaks; face motion: a photo or a
+# person).  Coarse and never written: the outputs hold no face image.
+FACE_THUMB = "face_thumb"
+FACE_THUMB_SIZE = 32
 FACE_PROBS = "face_probs"  # list<list<float32>[7]>: per-face EMOTIONS probabilities
 FACE_FEATURES = "face_features"  # list<list<float32>>: per-face embedding, for fusion
 # voice-model outputs per window (same windows as VOICE_WINDOW_START_S), when one is configured
@@ -148,6 +153,19 @@ PITCH_HZ = "pitch_hz"
 LOUDNESS_DB = "loudness_db"
 MFCC_MEAN = "mfcc_mean"
 BOX = "box"  # mean box of the track in the window, working-resolution pixels
+# Each modality's own output beside the fused one: the face model alone (mean over the
+# window's frames of the track; null without a face) and the voice model alone (null where
+# the row has no speech attributed to it), with valence/arousal per source.
+FACE_PROB_COLUMNS: tuple[str, ...] = tuple(f"face_p_{e}" for e in EMOTIONS)
+VOICE_PROB_COLUMNS: tuple[str, ...] = tuple(f"voice_p_{e}" for e in EMOTIONS)
+FACE_VALENCE = "face_valence"  # circumplex mapping of the face's probabilities
+FACE_AROUSAL = "face_arousal"
+# VOICE_VALENCE / VOICE_AROUSAL (the voice model's own heads) keep their chunk-row names.
+CONFIDENCE = "confidence"  # [0, 1]: how far to trust the row's estimate (README: Trust)
+SPEAKING = "speaking"  # this track's face speaks in this window (mouth moving during speech)
+SPEAKING_SCORE = "speaking_score"  # the track's mouth motion in the window (0 = still)
+OFFSCREEN_SPEECH = "offscreen_speech"  # speech in the window and no face on screen speaking
+ON_SCREEN = "on_screen"  # a face on the screen under test (a photo, a video), not a person here
 
 # --- clip rows ----------------------------------------------------------------------------
 FRAMES_SAMPLED = "frames_sampled"
@@ -167,6 +185,8 @@ MODEL_IDENTITY = "model_identity"
 # Which library decoded the clip's pictures: "decord" (the default path) or "pyav" (a stream
 # decord cannot open or read, e.g. AV1, or keyframes too far apart); null when none did.
 VIDEO_DECODER = "video_decoder"
+# Why track 0 was chosen as the participant: the evidence that decided (README: Participant).
+PARTICIPANT_REASON = "participant_reason"
 
 N_MFCC = 13
 
@@ -196,6 +216,16 @@ TIMELINE_SCHEMA = pa.schema(
         pa.field(PITCH_HZ, pa.float32()),
         pa.field(LOUDNESS_DB, pa.float32()),
         pa.field(MFCC_MEAN, pa.list_(pa.float32())),  # N_MFCC values
+        *[pa.field(c, pa.float32()) for c in (*FACE_PROB_COLUMNS, *VOICE_PROB_COLUMNS)],
+        pa.field(FACE_VALENCE, pa.float32()),
+        pa.field(FACE_AROUSAL, pa.float32()),
+        pa.field(VOICE_VALENCE, pa.float32()),
+        pa.field(VOICE_AROUSAL, pa.float32()),
+        pa.field(CONFIDENCE, pa.float32()),
+        pa.field(SPEAKING, pa.bool_()),
+        pa.field(SPEAKING_SCORE, pa.float32()),
+        pa.field(OFFSCREEN_SPEECH, pa.bool_()),
+        pa.field(ON_SCREEN, pa.bool_()),
     ]
 )
 """One row per clip × face track × window.  Face columns are null where ``face_present`` is
@@ -234,6 +264,7 @@ CLIP_SCHEMA = pa.schema(
         pa.field(MODEL_IDENTITY, pa.string()),
         # Appended last and nullable, like MODEL_IDENTITY: older clip files still read.
         pa.field(VIDEO_DECODER, pa.string()),
+        pa.field(PARTICIPANT_REASON, pa.string()),
     ]
 )
 """One row per input recording with its terminal :class:`Status`."""
@@ -286,6 +317,7 @@ CHUNK_SCHEMA = pa.schema(
         pa.field(FACE_BOX, _list(pa.float32())),
         pa.field(FACE_SCORE, _list(pa.float32())),
         pa.field(FACE_CROPS, _list(pa.uint8())),
+        pa.field(FACE_THUMB, _list(pa.uint8())),
         pa.field(FACE_PROBS, _list(pa.float32())),
         pa.field(FACE_FEATURES, _list(pa.float32())),
     ]
@@ -305,7 +337,8 @@ CLIP_FACTS: tuple[str, ...] = (CLIP_ID, URI, SIZE_BYTES, CONTAINER, VIDEO_CODEC,
                                FPS, WIDTH, HEIGHT, ROTATION, HAS_AUDIO, VIDEO_DECODER)
 """What chunk rows carry of their clip, the same on every chunk, to the clip row."""
 _SUMMARY_STATS = (FRAMES_SAMPLED, WINDOWS, FACE_TRACKS, FACE_COVERAGE, SPEECH_COVERAGE,
-                  *SHARE_COLUMNS, DOMINANT_EMOTION, VA_SOURCE, STATUS, ERROR, PROCESSING_S)
+                  *SHARE_COLUMNS, DOMINANT_EMOTION, VA_SOURCE, STATUS, ERROR, PROCESSING_S,
+                  PARTICIPANT_REASON)
 CLIP_SUMMARY_SCHEMA = pa.schema(
     [CHUNK_SCHEMA.field(c) for c in CLIP_FACTS]
     + [CLIP_SCHEMA.field(c).with_nullable(True) for c in _SUMMARY_STATS]
