@@ -16,6 +16,7 @@ from models.voice_emotion.model import (
     load,
     predict,
     save,
+    speaker_statistics,
 )
 from models.voice_emotion.network import VoiceEmotionConfig, VoiceEmotionNet, VoiceEmotionOutput
 
@@ -37,4 +38,5 @@ __all__ = [
     "predict",
     "prosody_vector",
     "save",
+    "speaker_statistics",
 ]

@@ -16,6 +16,20 @@ long-term spectrum (voice quality), not only the channel.  The standard deviatio
 at 1 dB so digital silence maps to zeros instead of amplified rounding noise.  A 1 s window at
 16 kHz gives ``(1, 64, 101)``.
 
+Speaker normalisation (:func:`speaker_statistics`, :func:`normalise_speaker`)
+-----------------------------------------------------------------------------
+Models trained with ``speaker_norm`` (a checkpoint hparam) take the log-mel above minus one
+speaker's per-band mean and divided by its per-band standard deviation, both taken over the
+frames of that speaker's speech windows.  This removes what is constant in a speaker's voice
+(vocal tract, voice quality, microphone), which a model trained on 16 speakers otherwise
+learns as if it were emotion, and keeps what changes from one utterance to the next.  It needs
+several seconds of the same speaker: a session recording has minutes.  The statistics of a set
+of windows (one actor in training and evaluation, one chunk of a recording in the timeline
+job) are over its *speech windows*: those whose RMS level is above
+:data:`SPEECH_FLOOR_DBFS` and within :data:`SPEECH_RANGE_DB` of the set's loudest window, so
+silences between utterances do not pull the mean towards the clamp floor; a set without such a
+window uses all of its windows.
+
 Prosody (:func:`prosody_vector`, :data:`PROSODY_FEATURES`)
 ----------------------------------------------------------
 Computed on the same 25 ms / 10 ms frame grid and with the same YIN pitch tracker and voice
@@ -53,6 +67,16 @@ TOP_DB = 80.0
 """Dynamic range kept below each window's loudest bin; quieter bins are clamped."""
 STD_FLOOR_DB = 1.0
 """Floor of the per-window standard deviation, so near-constant windows are not blown up."""
+
+SPEECH_FLOOR_DBFS = -50.0
+"""Speech windows of the speaker statistics are louder than this (RMS over the window, pauses
+included): faint room noise is not a voice."""
+SPEECH_RANGE_DB = 35.0
+"""...and within this of the loudest window of the set: the range ``utterances.speech_bounds``
+keeps when it trims a clip to its speech."""
+SPEAKER_STD_FLOOR = 0.1
+"""Floor of a band's speaker standard deviation (in per-window standardised units, where a
+band's spread over speech is ~0.5-1), so a near-constant band is not blown up."""
 
 PROSODY_FEATURES: tuple[str, ...] = (
     "pitch_median_hz",
@@ -167,6 +191,46 @@ def log_mel(
     """
     batch = _as_batch(waveform)
     return _log_mel_transform(sample_rate, n_fft, hop_length, n_mels)(batch)
+
+
+def speech_window_mask(waveform: torch.Tensor, floor_dbfs: float = SPEECH_FLOOR_DBFS,
+                       range_db: float = SPEECH_RANGE_DB) -> torch.Tensor:
+    """``(B,)`` bool: the windows of ``(B, samples)`` that count as speech in the speaker
+    statistics (see :data:`SPEECH_FLOOR_DBFS`, :data:`SPEECH_RANGE_DB`); all of them when
+    none does.  Scriptable."""
+    level = 10 * torch.log10(waveform.square().mean(dim=1).clamp(min=1e-10))
+    if level.numel() == 0:
+        return level > 0
+    speech = (level > floor_dbfs) & (level >= level.max() - range_db)
+    if not bool(speech.any()):
+        return torch.ones_like(speech)
+    return speech
+
+
+def speaker_statistics(spec: torch.Tensor, speech: torch.Tensor,
+                       std_floor: float = SPEAKER_STD_FLOOR) -> torch.Tensor:
+    """``(2, n_mels)``: per-band mean and standard deviation (floored at
+    :data:`SPEAKER_STD_FLOOR`) of one speaker's log-mel ``spec`` ``(B, 1, n_mels, frames)``
+    over the frames of the windows where ``speech`` ``(B,)`` is true.  An empty set gives the
+    identity (mean 0, std 1).  Scriptable."""
+    selected = spec[speech]
+    if selected.shape[0] == 0:
+        stats = spec.new_zeros((2, spec.shape[2]))
+        stats[1] = 1.0
+        return stats
+    frames = selected[:, 0].transpose(0, 1).reshape(spec.shape[2], -1)  # (n_mels, frames)
+    mean = frames.mean(dim=1)
+    std = frames.std(dim=1, unbiased=False).clamp(min=std_floor)
+    return torch.stack([mean, std])
+
+
+def normalise_speaker(spec: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
+    """``spec`` ``(B, 1, n_mels, frames)`` with its speaker's statistics taken off per band:
+    ``stats`` ``(2, n_mels)`` for the whole batch or ``(B, 2, n_mels)`` per window (from
+    :func:`speaker_statistics`).  Scriptable."""
+    if stats.dim() == 2:
+        stats = stats.unsqueeze(0)
+    return (spec - stats[:, 0, None, :, None]) / stats[:, 1, None, :, None]
 
 
 def _close_open(mask: torch.Tensor, width: int) -> torch.Tensor:

@@ -142,7 +142,30 @@ def load(
     return _ready(module, name, config, device)
 
 
-def predict(model: VoiceEmotionModel, waveforms: np.ndarray | torch.Tensor) -> VoicePrediction:
+def speaker_statistics(model: VoiceEmotionModel, waveforms: np.ndarray | torch.Tensor
+                       ) -> np.ndarray:
+    """``(2, n_mels)`` float32: the speaker statistics of one speaker's windows ``(B, samples)``
+    (per-band mean and std of the log-mel over its speech windows; ``features`` module
+    docstring), for :func:`predict`'s ``speaker`` on models with ``speaker_norm``.  Raises
+    ValueError as :func:`predict` does on bad windows."""
+    batch = _checked(model, waveforms)
+    with torch.inference_mode():
+        return model.module.speaker_stats(batch.to(model.device)).float().cpu().numpy()
+
+
+def _checked(model: VoiceEmotionModel, waveforms: np.ndarray | torch.Tensor) -> torch.Tensor:
+    batch = _as_batch(waveforms)
+    min_samples = model.config.min_samples
+    if batch.shape[1] < min_samples:
+        raise ValueError(
+            f"windows of {batch.shape[1]} samples are shorter than the model's "
+            f"minimum of {min_samples}"
+        )
+    return batch
+
+
+def predict(model: VoiceEmotionModel, waveforms: np.ndarray | torch.Tensor,
+            speaker: np.ndarray | torch.Tensor | None = None) -> VoicePrediction:
     """Emotion probabilities, valence, arousal, features and attention for each window.
 
     ``waveforms`` is ``(B, samples)`` mono audio at ``model.hparams["sample_rate"]`` (16 kHz),
@@ -151,16 +174,20 @@ def predict(model: VoiceEmotionModel, waveforms: np.ndarray | torch.Tensor) -> V
     Raises ValueError on another shape, non-finite samples or windows shorter than
     ``model.config.min_samples`` (a caller bug: the voice step must drop or pad such windows).
     Runs under ``torch.inference_mode`` on ``model.device``.
+
+    Models with ``speaker_norm`` (``model.config``) normalise the log-mel by the speaker's
+    statistics: ``speaker``, from :func:`speaker_statistics` of the speaker's windows,
+    ``(2, n_mels)`` for all rows or ``(B, 2, n_mels)`` per row; without it the batch itself is
+    taken as one speaker's windows (then a row's outputs depend on the other rows).  Other
+    models ignore ``speaker``.
     """
-    batch = _as_batch(waveforms)
-    min_samples = model.config.min_samples
-    if batch.shape[1] < min_samples:
-        raise ValueError(
-            f"windows of {batch.shape[1]} samples are shorter than the model's "
-            f"minimum of {min_samples}"
-        )
+    batch = _checked(model, waveforms)
+    norm = model.config.speaker_norm
     with torch.inference_mode():
-        out = model.module(batch.to(model.device))
+        stats = (torch.as_tensor(speaker, dtype=torch.float32, device=model.device)
+                 if norm and speaker is not None else None)
+        out = (model.module(batch.to(model.device), stats) if norm
+               else model.module(batch.to(model.device)))
         probs = torch.softmax(out.logits, dim=1)
 
     def to_numpy(t: torch.Tensor) -> np.ndarray:

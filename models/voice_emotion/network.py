@@ -26,7 +26,15 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from models.voice_emotion.features import HOP_LENGTH, N_FFT, N_MELS, LogMel
+from models.voice_emotion.features import (
+    HOP_LENGTH,
+    N_FFT,
+    N_MELS,
+    LogMel,
+    normalise_speaker,
+    speaker_statistics,
+    speech_window_mask,
+)
 from operators.schema import EMOTIONS, SAMPLE_RATE
 
 
@@ -49,6 +57,10 @@ class VoiceEmotionConfig:
     # Analysis window the model is meant for (the timeline's window).  Other lengths of at
     # least `min_samples` run (the attention pools any number of regions) but are untested.
     window_s: float = 1.0
+    # Inputs are speaker-normalised (features.normalise_speaker): the log-mel minus the
+    # speaker's per-band mean, over its per-band std.  False in checkpoints written before it
+    # existed, which therefore keep running on plain inputs.
+    speaker_norm: bool = False
 
     def __post_init__(self) -> None:
         if not self.channels or min(self.channels) < 1:
@@ -121,16 +133,21 @@ class VoiceEmotionNet(nn.Module):
 
     ``forward(waveform)`` takes ``(B, samples)`` float32 at ``config.sample_rate`` with
     ``samples >= config.min_samples`` and returns a :class:`VoiceEmotionOutput`; given a 4-D
-    ``(B, 1, n_mels, frames)`` tensor it takes it as :class:`LogMel` output, as
-    :meth:`forward_spectrogram` does (for training with spectrogram augmentation).  Windows
-    are independent of each other in eval mode (batch norm uses its running statistics).
-    Scriptable with ``torch.jit.script``.
+    ``(B, 1, n_mels, frames)`` tensor it takes it as the (already speaker-normalised, where
+    the config says so) :class:`LogMel` output, as :meth:`forward_spectrogram` does (for
+    training with spectrogram augmentation).  With ``config.speaker_norm`` the log-mel of a
+    waveform batch is normalised by ``speaker`` (``(2, n_mels)`` or ``(B, 2, n_mels)``, from
+    :meth:`speaker_stats` of the speaker's windows); without ``speaker`` the batch itself is
+    taken as one speaker's windows.  Windows are independent of each other in eval mode (batch
+    norm uses its running statistics) given their speaker statistics.  Scriptable with
+    ``torch.jit.script``.
     """
 
     def __init__(self, config: VoiceEmotionConfig | None = None) -> None:
         super().__init__()
         cfg = config if config is not None else VoiceEmotionConfig()
         self.config = cfg
+        self.speaker_norm = cfg.speaker_norm  # an attribute: TorchScript reads no dataclass
         self.log_mel = LogMel(cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels)
         layers: list[nn.Module] = []
         c_in = 1
@@ -154,13 +171,25 @@ class VoiceEmotionNet(nn.Module):
         self.classifier = nn.Linear(cfg.embed_dim, len(EMOTIONS))
         self.valence_arousal = nn.Linear(cfg.embed_dim, 2)
 
-    def forward(self, waveform: torch.Tensor) -> VoiceEmotionOutput:
+    def forward(self, waveform: torch.Tensor, speaker: torch.Tensor | None = None
+                ) -> VoiceEmotionOutput:
         if waveform.dim() == 4:
             # Already the front end's (B, 1, n_mels, frames) output: training masks the
             # log-mel (SpecAugment) and must still call the module itself (DDP's wrapper
             # only synchronises gradients of computations that go through its forward).
             return self.forward_spectrogram(waveform)
-        return self.forward_spectrogram(self.log_mel(waveform))
+        spec = self.log_mel(waveform)
+        if self.speaker_norm:
+            if speaker is None:
+                speaker = speaker_statistics(spec, speech_window_mask(waveform))
+            spec = normalise_speaker(spec, speaker)
+        return self.forward_spectrogram(spec)
+
+    @torch.jit.export
+    def speaker_stats(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(2, n_mels)``: the speaker statistics of one speaker's ``(B, samples)`` windows
+        (``features.speaker_statistics`` over its speech windows)."""
+        return speaker_statistics(self.log_mel(waveform), speech_window_mask(waveform))
 
     def forward_spectrogram(self, spec: torch.Tensor) -> VoiceEmotionOutput:
         regions = self.trunk(spec)  # (B, D, F', T')

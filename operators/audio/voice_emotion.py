@@ -42,6 +42,13 @@ class VoiceEmotion(Step):
     ``VOICE_VALENCE``, ``VOICE_AROUSAL`` (n,) and ``VOICE_FEATURES``
     (n×D).  Windows are zero-padded to ``window_s`` at the end of the audio; rows without
     audio, and windows holding damaged (NaN) samples, get NaN (missing, never invented).
+    A model with ``speaker_norm`` (its checkpoint says so) gets its log-mel normalised **per
+    chunk row**: the speaker statistics of the row's intact windows (its speech windows, see
+    ``models/voice_emotion/features.py``), as training and evaluation normalise per actor.
+    Per chunk, not per clip: a chunk's windows are scored in the same pass that decodes the
+    chunk, so statistics of the whole clip would need a second pass over its audio; a chunk
+    is several seconds of speech of one session, enough for the statistics.  Older models
+    run on plain inputs.
     A task, not an actor, with the decoder's resources so that Ray fuses it into the decode
     task: the model is ~0.4 MB and ~10 ms per chunk on one CPU thread, so an actor of its own
     would only cost a process and a second trip of every chunk's frames through the object
@@ -83,8 +90,17 @@ class VoiceEmotion(Step):
             out[i, :len(piece)] = piece
         return out
 
+    def _speaker(self, windows: np.ndarray) -> np.ndarray:
+        """``(n, 2, n_mels)``: the row's speaker statistics for each of its n windows, from
+        its intact ones (none intact: unused, the windows get NaN)."""
+        intact = windows[np.isfinite(windows).all(axis=1)]
+        stats = (voice_emotion.speaker_statistics(self.model, intact) if len(intact)
+                 else np.zeros((2, self.model.config.n_mels), np.float32))
+        return np.broadcast_to(stats, (len(windows), *stats.shape))
+
     def process(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        grids, windows = [], []
+        grids, windows, speakers = [], [], []
+        norm = self.model.config.speaker_norm
         for audio, audio_start, c0, c1 in zip(batch[S.AUDIO], batch[S.AUDIO_START_S],
                                               batch[S.CHUNK_START_S], batch[S.CHUNK_END_S],
                                               strict=True):
@@ -92,15 +108,21 @@ class VoiceEmotion(Step):
             starts = hop_grid_starts(float(c0), float(c1), self.config.hop_s)
             grids.append((starts, len(audio) > 0))
             if len(audio):
-                windows.append(self._windows(audio, float(audio_start), starts))
+                row = self._windows(audio, float(audio_start), starts)
+                windows.append(row)
+                if norm:
+                    speakers.append(self._speaker(row))
         stacked = np.concatenate(windows) if windows else np.zeros((0, self.window), np.float32)
         # Damaged audio arrives as NaN samples (missing, not silence): the model needs the
         # whole window, so a window holding any gets NaN outputs, like a row without audio.
         intact = np.isfinite(stacked).all(axis=1)
         usable = stacked[intact]
+        per_window = np.concatenate(speakers)[intact] if norm and speakers else None
         model, order = self.model, self.class_order
-        parts = [voice_emotion.predict(model, usable[i:i + self.config.max_batch])
-                 for i in range(0, len(usable), self.config.max_batch)]
+        parts = [voice_emotion.predict(
+            model, usable[i:i + self.config.max_batch],
+            None if per_window is None else per_window[i:i + self.config.max_batch])
+            for i in range(0, len(usable), self.config.max_batch)]
         dim = model.config.embed_dim
         computed = {
             S.VOICE_PROBS: (np.concatenate([p.probs[:, order] for p in parts])

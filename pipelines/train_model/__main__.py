@@ -2,8 +2,9 @@
 MLflow tracking and the model registry (also ``python -m pipelines.train_model train …``).
 
     emoray train CONFIG.yaml [--set key=value ...] [--promote ALIAS] [--tracking-uri URI]
-                             [--address RAY_ADDRESS]
-    emoray evaluate MODEL DATA [--format FORMAT] [--split SPLIT] [--tracking-uri URI]
+                             [--address RAY_ADDRESS] [--folds K]
+    emoray evaluate MODEL DATA [--format FORMAT] [--split SPLIT] [--per-utterance]
+                               [--tracking-uri URI]
     emoray prepare CONFIG.yaml --out FOLDER [--set key=value ...] [--address RAY_ADDRESS]
     emoray paired [--data FOLDER] [--out FOLDER] [--face-model FILE] [--voice-model FILE]
     emoray paired --report PARQUET [--confusion PNG]
@@ -33,7 +34,9 @@ from pipelines.train.corpora.parquet import read_prepared
 from pipelines.train.metrics import classification_report
 from pipelines.train.paired import report, write_paired_corpus
 from pipelines.train_model.build import (
+    cross_validate,
     evaluate_checkpoint,
+    folds_table,
     prepare,
     task_of_checkpoint,
     train,
@@ -56,13 +59,22 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: local sqlite "
                                                "in ./mlruns)")
     parser.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    parser.add_argument("--folds", type=int, metavar="K", help="instead of one run: K "
+                        "speaker-disjoint folds of data.train's subjects, each scored by its "
+                        "last epoch; prints the fold table (config key folds)")
 
 
 def run_train(args: argparse.Namespace) -> int:
-    overrides = cli_overrides(args, {"tracking_uri": "tracking.uri", "address": "address"})
+    overrides = cli_overrides(args, {"tracking_uri": "tracking.uri", "address": "address",
+                                     "folds": "folds"})
     try:
         config = load_train_config(args.config, overrides)
         _preflight(config)
+        if config.folds is not None:
+            if args.promote:
+                raise ValueError("--promote registers one model; --folds trains none to keep")
+            print(folds_table(cross_validate(config)), end="")
+            return 0
         result = train(config, promote=args.promote)
     except _USER_ERRORS as exc:
         logger.error("%s", exc)
@@ -85,7 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
 def _preflight(config: TrainJobConfig) -> None:
     """Fail fast, before Ray starts: the data listable, ``storage_path`` writable, MLflow
     and the Ray cluster answering (``infra.preflight``; raises ``PreflightError``)."""
-    sources = (config.data.train, config.data.val)
+    sources = [s for s in (config.data.train, config.data.val) if s is not None]
     check_job(config.preflight, config.storage,
               inputs=[uri for s in sources for uri in (s.uri, s.fer2013_uri) if uri],
               output=config.storage_path,
@@ -103,6 +115,10 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=["train", "val", "test"],
                         help="evaluate on this split of the corpus (default: all rows)")
     parser.add_argument("--fer2013", help="ferplus only: the FER2013 CSV with the images")
+    parser.add_argument("--per-utterance", action="store_true",
+                        help="speech corpora: one sample per clip, its speech trimmed, scored "
+                             "by the mean of its 1 s windows' probabilities (every 0.5 s), "
+                             "speaker-normalised per subject where the model expects it")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/")
 
 
@@ -113,13 +129,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="emoray-eval-") as scratch:
             path = resolve_model_file(args.model, tracking, Path(scratch) / "model")
             task = task_of_checkpoint(path)
+            if args.per_utterance and task != "voice":
+                raise ValueError(f"--per-utterance scores speech: {args.model} is a {task} model")
             if args.format == "parquet":
                 table = read_prepared(args.data)
                 if args.split and "split" in table:
                     table = table[table["split"] == args.split]
             else:
                 source = DataSource(format=args.format, uri=args.data, split=args.split,
-                                    fer2013_uri=args.fer2013)
+                                    fer2013_uri=args.fer2013,
+                                    samples="speech" if args.per_utterance else "windows")
                 owns_ray = ray_cluster.connect(None)
                 try:
                     out = prepare_source(task, source, str(Path(scratch) / "data"))
@@ -133,7 +152,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 2
     report = classification_report(predictions.labels, predictions.probs)
     print(f"{args.model} ({task} model) on {args.data}"
-          f"{f' [{args.split}]' if args.split else ''}: {len(table)} samples")
+          f"{f' [{args.split}]' if args.split else ''}: {len(table)} "
+          f"{'utterances' if args.per_utterance else 'samples'}")
     print(report.to_string(float_format=lambda v: f"{v:.4f}"))
     metrics = predictions.report("eval")
     for dimension in ("valence", "arousal"):

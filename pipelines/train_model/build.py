@@ -5,6 +5,9 @@
     ─ MLflow: params, per-epoch metrics, system info, report (metrics, CSV/markdown table,
     confusion-matrix PNG), pyfunc model with signature ─ register ─ [promote alias if better]
 
+``folds: K`` (``emoray train --folds K``) runs :func:`cross_validate` instead: the same recipe
+on K speaker-disjoint folds, scored by each fold's last epoch (the fold table).
+
 A run lives in ``storage_path/run_name``: the prepared data (``data/``), Ray Train's epoch
 checkpoints and ``emoray_run.json`` (the MLflow run id), so starting the same config again
 continues the same run from its last epoch (see ``TrainJobConfig``).
@@ -40,6 +43,7 @@ from operators.io.files import StorageOptions, is_remote, join, open_fs
 from operators.schema import EMOTIONS
 from pipelines.train.corpora.parquet import read_prepared
 from pipelines.train.metrics import classification_report, confusion_matrix, plot_confusion_matrix
+from pipelines.train.table import SUBJECT
 from pipelines.train_model.config import TrainJobConfig, config_json
 from pipelines.train_model.loop import BEST_FILE, Predictions, evaluate_model, train_loop
 from pipelines.train_model.prepare import prepare_source
@@ -92,6 +96,8 @@ def prepared_data(config: TrainJobConfig, folder: str, state: dict[str, Any]) ->
     uris = {}
     for role in ("train", "val"):
         source = getattr(config.data, role)
+        if source is None:
+            continue
         if source.format == "parquet":
             uris[role] = source.uri
         elif state.get(f"{role}_uri"):
@@ -204,9 +210,10 @@ def _train(config: TrainJobConfig, promote: str | None) -> TrainResult:
     if state:
         logger.info("continuing run %s in %s (MLflow run %s)", config.run_name, folder,
                     state.get("mlflow_run_id"))
+    if promote and config.data.val is None:
+        raise ValueError("--promote compares on the validation set: give data.val")
     data = prepared_data(config, folder, state)
-    use_gpu = (ray_cluster.cluster_has_gpus() if config.scaling.use_gpu == "auto"
-               else bool(config.scaling.use_gpu))
+    use_gpu = _use_gpu(config)
     if promote and not config.registry.name:
         raise ValueError("--promote needs register.name (the registered model to promote in)")
     if config.registry.name and not config.tracking.enabled:
@@ -218,30 +225,17 @@ def _train(config: TrainJobConfig, promote: str | None) -> TrainResult:
             tempfile.TemporaryDirectory(prefix="emoray-train-") as scratch:
         _write_state(state_uri, options, {
             **state, "mlflow_run_id": run_id if config.tracking.enabled else None,
-            "train_uri": data["train"], "val_uri": data["val"]})
+            "train_uri": data["train"], "val_uri": data.get("val")})
         if config.tracking.enabled:
             mlflow.set_tags({**system_info(config, use_gpu), "task": config.task})
-        resources = {"CPU": config.scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
-        trainer = TorchTrainer(
-            train_loop,
-            train_loop_config={
-                "job": config_json(config), "train_uri": data["train"],
-                "val_uri": data["val"], "storage_options": options,
-                "init": _init_ref(config, Path(scratch) / "init"),
-                "tracking_uri": absolute_uri(config.tracking) if config.tracking.enabled
-                else None,
-                "run_id": run_id if config.tracking.enabled else None},
-            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=config.scaling.num_workers, use_gpu=use_gpu,
-                resources_per_worker=resources),
-            run_config=ray.train.RunConfig(
-                name=config.run_name, storage_path=folder.rsplit("/", 1)[0],
-                failure_config=ray.train.FailureConfig(max_failures=config.scaling.max_failures),
-                # The last two epochs: the latest to resume from, and one in case the
-                # latest was being written when the job died.
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
-        result = trainer.fit()
+        result = _trainer(config, use_gpu, {
+            "job": config_json(config), "train_uri": data["train"],
+            "val_uri": data.get("val"), "storage_options": options,
+            "init": _init_ref(config, Path(scratch) / "init"),
+            "tracking_uri": absolute_uri(config.tracking) if config.tracking.enabled
+            else None,
+            "run_id": run_id if config.tracking.enabled else None},
+            folder.rsplit("/", 1)[0], config.run_name).fit()
         if result.checkpoint is None:
             raise RuntimeError(f"training run {config.run_name} ended without a checkpoint")
         best = Path(scratch) / "model" / f"{config.task}_{config.run_name}.pt"
@@ -254,16 +248,20 @@ def _train(config: TrainJobConfig, promote: str | None) -> TrainResult:
             history = torch.load(Path(ckpt) / "state.pt", map_location="cpu",
                                  weights_only=True)["history"]
 
-        val_table = read_prepared(data["val"], options)
-        predictions = evaluate_checkpoint(config.task, best, val_table)
-        metrics = predictions.report("eval")
         report_dir = Path(scratch) / "report"
         report_dir.mkdir()
-        report = report_artifacts(predictions, report_dir,
-                                  f"{config.task} {config.run_name}: validation")
-        logger.info("evaluation of the best epoch (%d) on %d validation samples:\n%s",
-                    int(history[-1]["best_epoch"]) + 1, len(val_table),
-                    report.to_string(float_format=lambda v: f"{v:.4f}"))
+        if "val" in data:
+            val_table = read_prepared(data["val"], options)
+            predictions = evaluate_checkpoint(config.task, best, val_table)
+            metrics = predictions.report("eval")
+            report = report_artifacts(predictions, report_dir,
+                                      f"{config.task} {config.run_name}: validation")
+            logger.info("evaluation of the best epoch (%d) on %d validation samples:\n%s",
+                        int(history[-1]["best_epoch"]) + 1, len(val_table),
+                        report.to_string(float_format=lambda v: f"{v:.4f}"))
+        else:
+            metrics, report = {}, pd.DataFrame()
+            logger.info("no validation set: the last epoch (%d) is the model", len(history))
         model_uri, version = state.get("model_uri"), state.get("version")
         promoted = None
         if config.tracking.enabled and model_uri is None:
@@ -286,6 +284,146 @@ def _train(config: TrainJobConfig, promote: str | None) -> TrainResult:
         fs.makedirs(str(Path(path).parent), exist_ok=True)
         fs.put_file(str(best), path)
         return TrainResult(run_id, kept, metrics, report, history, model_uri, version, promoted)
+
+
+def _use_gpu(config: TrainJobConfig) -> bool:
+    return (ray_cluster.cluster_has_gpus() if config.scaling.use_gpu == "auto"
+            else bool(config.scaling.use_gpu))
+
+
+def _trainer(config: TrainJobConfig, use_gpu: bool, loop_config: dict[str, Any],
+             storage_path: str, name: str) -> TorchTrainer:
+    """The TorchTrainer of one run of ``train_loop``, its checkpoints in storage_path/name."""
+    resources = {"CPU": config.scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    return TorchTrainer(
+        train_loop, train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.scaling.num_workers, use_gpu=use_gpu,
+            resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=config.scaling.max_failures),
+            # The last two epochs: the latest to resume from, and one in case the
+            # latest was being written when the job died.
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """One fold of a cross-validation: its validation subjects and their scores."""
+
+    fold: int  # 1-based
+    subjects: list[str]
+    accuracy: float  # the last epoch's, on the fold's subjects (per utterance for speech)
+    macro_f1: float
+    best_epoch_accuracy: float  # the best epoch's: chosen on the same speakers, optimistic
+    history: list[dict[str, float]]
+
+
+def fold_subjects(subjects: list[str], folds: int) -> list[list[str]]:
+    """The sorted subjects cut into ``folds`` contiguous groups (sizes differ by at most 1)."""
+    ordered = sorted(subjects)
+    if len(ordered) < folds:
+        raise ValueError(f"{folds} folds need at least {folds} subjects, got {len(ordered)}")
+    return [list(group) for group in np.array_split(np.asarray(ordered, dtype=object), folds)]
+
+
+def cross_validate(config: TrainJobConfig) -> list[FoldResult]:
+    """``emoray train --folds K``: the recipe of ``config`` trained and scored on K
+    speaker-disjoint folds (``TrainJobConfig.folds``).  The rows are prepared once into
+    ``storage_path/run_name/data/all``; fold k runs in ``.../fold<k>`` (a restarted job
+    continues there); ``folds.json`` and ``folds.md`` (the table) land in the run folder and,
+    with tracking, in one MLflow run with ``fold<k>_accuracy``, ``cv_accuracy_mean`` etc."""
+    owns_ray = ray_cluster.connect(config.address, config.num_cpus)
+    try:
+        return _cross_validate(config)
+    finally:
+        if owns_ray:
+            ray.shutdown()
+
+
+def _cross_validate(config: TrainJobConfig) -> list[FoldResult]:
+    folds = config.folds
+    if folds is None:
+        raise ValueError("cross_validate needs folds")
+    if config.data.val is not None:
+        raise ValueError("with folds the validation speakers come from data.train: leave "
+                         "data.val out")
+    options = config.storage.storage_options()
+    folder = run_dir(config)
+    state_uri = join(folder, RUN_FILE)
+    state = _read_state(state_uri, options)
+    source = config.data.train
+    uri = state.get("all_uri") or (source.uri if source.format == "parquet" else prepare_source(
+        config.task, source.model_copy(update={"split": None}), join(folder, "data", "all"),
+        options))
+    _write_state(state_uri, options, {**state, "all_uri": uri})
+    subjects = [str(s) for s in read_prepared(uri, options)[SUBJECT].dropna().unique()]
+    groups = fold_subjects(subjects, folds)
+    use_gpu = _use_gpu(config)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="emoray-folds-") as scratch:
+        init = _init_ref(config, Path(scratch) / "init")
+        for k, held in enumerate(groups, start=1):
+            logger.info("fold %d/%d: validation subjects %s", k, folds, held)
+            result = _trainer(config, use_gpu, {
+                "job": config_json(config), "train_uri": uri, "val_uri": uri,
+                "train_subjects": [s for s in subjects if s not in held],
+                "val_subjects": held, "storage_options": options, "init": init,
+                "tracking_uri": None, "run_id": None}, folder, f"fold{k}").fit()
+            if result.checkpoint is None:
+                raise RuntimeError(f"fold {k} ended without a checkpoint")
+            with result.checkpoint.as_directory() as ckpt:
+                history = torch.load(Path(ckpt) / "state.pt", map_location="cpu",
+                                     weights_only=True)["history"]
+            last = history[-1]
+            results.append(FoldResult(k, held, float(last["val_accuracy"]),
+                                      float(last["val_macro_f1"]),
+                                      max(float(h["val_accuracy"]) for h in history), history))
+            logger.info("fold %d: last epoch accuracy %.4f, macro-F1 %.4f", k,
+                        results[-1].accuracy, results[-1].macro_f1)
+        table = folds_table(results)
+        logger.info("cross-validation, %d folds:\n%s", folds, table)
+        out = Path(scratch) / "folds"
+        out.mkdir()
+        (out / "folds.md").write_text(table, encoding="utf-8")
+        (out / "folds.json").write_text(json.dumps([r.__dict__ for r in results], indent=2),
+                                        encoding="utf-8")
+        fs, path = open_fs(folder, options)
+        for name in ("folds.md", "folds.json"):
+            fs.put_file(str(out / name), f"{path}/{name}")
+        params = {"config": config_json(config), "data.prepared": uri}
+        with tracked_run(config.tracking, f"{config.run_name}-folds", params):
+            if config.tracking.enabled:
+                mlflow.log_metrics(fold_metrics(results))
+                mlflow.log_artifacts(str(out), artifact_path="folds")
+    return results
+
+
+def fold_metrics(results: list[FoldResult]) -> dict[str, float]:
+    """Per-fold and mean/sd (sample sd, ddof 1) accuracy and macro-F1."""
+    metrics = {}
+    for r in results:
+        metrics[f"fold{r.fold}_accuracy"] = r.accuracy
+        metrics[f"fold{r.fold}_macro_f1"] = r.macro_f1
+    for name in ("accuracy", "macro_f1"):
+        values = np.array([getattr(r, name) for r in results])
+        metrics[f"cv_{name}_mean"] = float(values.mean())
+        metrics[f"cv_{name}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return metrics
+
+
+def folds_table(results: list[FoldResult]) -> str:
+    """The fold table as markdown: subjects, last-epoch accuracy and macro-F1, mean ± sd."""
+    metrics = fold_metrics(results)
+    lines = ["| fold | validation subjects | accuracy | macro-F1 |", "|---|---|---|---|"]
+    lines += [f"| {r.fold} | {', '.join(r.subjects)} | {r.accuracy:.3f} | {r.macro_f1:.3f} |"
+              for r in results]
+    lines.append(f"| mean ± sd | | {metrics['cv_accuracy_mean']:.3f} ± "
+                 f"{metrics['cv_accuracy_sd']:.3f} | {metrics['cv_macro_f1_mean']:.3f} ± "
+                 f"{metrics['cv_macro_f1_sd']:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def promote_version(config: TrainJobConfig, alias: str, version: str,
@@ -328,7 +466,8 @@ def prepare(config: TrainJobConfig, out: str) -> dict[str, str]:
         options = config.storage.storage_options()
         base = out if is_remote(out) else str(Path(out).resolve())
         return {role: prepare_source(config.task, getattr(config.data, role),
-                                     join(base, role), options) for role in ("train", "val")}
+                                     join(base, role), options) for role in ("train", "val")
+                if getattr(config.data, role) is not None}
     finally:
         if owns_ray:
             ray.shutdown()

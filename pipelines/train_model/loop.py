@@ -50,7 +50,7 @@ from pipelines.train.losses import (
     weighted_cross_entropy,
 )
 from pipelines.train.metrics import evaluation_report
-from pipelines.train.table import LABEL, LABEL_DIST
+from pipelines.train.table import LABEL, LABEL_DIST, SUBJECT
 from pipelines.train_model.config import TrainJobConfig
 from pipelines.train_model.tasks import TASKS, Built, Outputs, RowDataset, TaskSpec
 
@@ -250,8 +250,12 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(seed + rank)  # dropout masks: per rank, reproducible
 
     options = loop_config.get("storage_options") or {}
-    train_table = read_prepared(loop_config["train_uri"], options)
-    val_table = read_prepared(loop_config["val_uri"], options)
+    train_table = _of_subjects(read_prepared(loop_config["train_uri"], options),
+                               loop_config.get("train_subjects"))
+    # No validation set (a final model trained on every subject): the last epoch is kept.
+    val_table = (_of_subjects(read_prepared(loop_config["val_uri"], options),
+                              loop_config.get("val_subjects"))
+                 if loop_config.get("val_uri") else None)
     if job.train.oversample.enabled:
         train_table = oversample_rare(train_table, job.train.oversample.target_ratio,
                                       job.train.oversample.max_factor, seed)
@@ -300,13 +304,13 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         return
 
     train_set = RowDataset(train_table, task, built)
-    val_set = RowDataset(val_table, task, built)
+    val_set = RowDataset(val_table, task, built) if val_table is not None else None
     sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=world, rank=rank,
                                                   shuffle=True, seed=seed)
     loader = torch.utils.data.DataLoader(train_set, batch_size=job.train.batch_size,
                                          sampler=sampler, collate_fn=task.collate,
                                          num_workers=job.train.loader_workers)
-    val_indices = list(range(rank, len(val_set), world))
+    val_indices = list(range(rank, len(val_set), world)) if val_set is not None else []
     es = job.train.early_stopping
 
     for epoch in range(start_epoch, job.train.epochs):
@@ -329,28 +333,34 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
 
-        rows, outputs, val_loss, terms = predict_table(
-            task, built, module, val_set, val_indices, kind, job, weight, device,
-            job.train.batch_size)
-        parts = _gather((rows, outputs, val_loss, terms, total, steps))
-        merged = {name: np.concatenate([p[1][name] for p in parts if p[0]])
-                  for name in outputs} if any(p[0] for p in parts) else {}
-        if not merged:
-            raise ValueError("the validation table has no rows")
-        predictions = assemble([r for p in parts for r in p[0]], merged,
-                               sum(p[2] for p in parts), sum(p[3] for p in parts))
-        metrics = predictions.report("val")
-        train_steps = sum(p[5] for p in parts)
+        if val_set is None:
+            losses = _gather((total, steps))
+            metrics: dict[str, float] = {}
+        else:
+            rows, outputs, val_loss, terms = predict_table(
+                task, built, module, val_set, val_indices, kind, job, weight, device,
+                job.train.batch_size)
+            parts = _gather((rows, outputs, val_loss, terms, total, steps))
+            merged = {name: np.concatenate([p[1][name] for p in parts if p[0]])
+                      for name in outputs} if any(p[0] for p in parts) else {}
+            if not merged:
+                raise ValueError("the validation table has no rows")
+            predictions = assemble([r for p in parts for r in p[0]], merged,
+                                   sum(p[2] for p in parts), sum(p[3] for p in parts))
+            metrics = predictions.report("val")
+            losses = [(p[4], p[5]) for p in parts]
+        train_steps = sum(p[1] for p in losses)
         # session_first_epoch: where this worker group started (> 0 after a resume).
         metrics.update(epoch=float(epoch), session_first_epoch=float(start_epoch), lr=lr,
                        epoch_seconds=time.perf_counter() - started,
-                       train_loss=sum(p[4] for p in parts) / max(train_steps, 1))
+                       train_loss=sum(p[0] for p in losses) / max(train_steps, 1))
 
         value = metrics.get(es.metric)
-        if value is None and epoch == start_epoch and rank == 0:
+        if value is None and val_set is not None and epoch == start_epoch and rank == 0:
             logger.warning("early-stopping metric %s is not in the epoch report (%s)",
                            es.metric, sorted(k for k in metrics if k.startswith("val_")))
-        if _improved(value, best_value, job):
+        # Without validation every epoch counts as the best so far: the last one is kept.
+        if val_set is None or _improved(value, best_value, job):
             best_value, best_epoch, bad_epochs = value, epoch, 0
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in
                                         raw_module.state_dict().items()})
@@ -365,7 +375,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         if rank == 0:
             logger.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  %s %s  (best %s at "
                         "epoch %d)  lr %.2e  %.1f s", epoch + 1, job.train.epochs,
-                        metrics["train_loss"], metrics["val_loss"], es.metric,
+                        metrics["train_loss"], metrics.get("val_loss", math.nan), es.metric,
                         "n/a" if value is None else f"{value:.4f}",
                         "n/a" if best_value is None else f"{best_value:.4f}", best_epoch + 1,
                         lr, metrics["epoch_seconds"])
@@ -383,6 +393,16 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 logger.info("early stop: %s has not improved for %d epochs (best %.4f at "
                             "epoch %d)", es.metric, es.patience, best_value, best_epoch + 1)
             break
+
+
+def _of_subjects(table: pd.DataFrame, subjects: list[str] | None) -> pd.DataFrame:
+    """The rows of these subjects (a fold's training or validation speakers); all for None."""
+    if subjects is None:
+        return table
+    kept = table[table[SUBJECT].isin(subjects)].reset_index(drop=True)
+    if kept.empty:
+        raise ValueError(f"no prepared rows of subjects {subjects}")
+    return kept
 
 
 def _stopped(history: list[dict[str, float]]) -> bool:

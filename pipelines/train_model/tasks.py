@@ -27,6 +27,7 @@ from PIL import Image
 from torch import nn
 
 from models import face_emotion, fusion, temporal, voice_emotion
+from models.voice_emotion.features import normalise_speaker
 from operators.schema import AROUSAL, AUDIO, SAMPLE_RATE, VALENCE
 from pipelines.train.augment import augment_face, augment_voice, spec_augment
 from pipelines.train.corpora.ferplus import VOTE_DIST
@@ -39,11 +40,12 @@ from pipelines.train.corpora.parquet import (
     VOICE_FEATURES,
     VOICE_MASK,
 )
-from pipelines.train.table import LABEL, LABEL_DIST, N_CLASSES
+from pipelines.train.table import LABEL, LABEL_DIST, N_CLASSES, SUBJECT
 from pipelines.train.utterances import random_crops, utterance_windows
 from pipelines.train_model.config import AugmentConfig, TrainConfig
 
 AUDIO_LENGTH = "audio_length"  # samples of signal in a (padded) voice item
+SPEAKER_STATS = "speaker_stats"  # (2, n_mels) speaker statistics of a voice row's subject
 
 
 class Outputs(NamedTuple):
@@ -79,7 +81,7 @@ class RowDataset(torch.utils.data.Dataset):
     """A prepared table as a map-style dataset: item i = ``task.inputs(row i)`` + targets."""
 
     def __init__(self, table: pd.DataFrame, task: TaskSpec, built: Built):
-        self.table = table.reset_index(drop=True)
+        self.table = task.with_context(table.reset_index(drop=True), built)
         self.task = task
         self.built = built
 
@@ -111,6 +113,11 @@ class TaskSpec:
 
     def targets(self, row: pd.Series) -> dict[str, torch.Tensor]:
         return _targets(row)
+
+    def with_context(self, table: pd.DataFrame, built: Built) -> pd.DataFrame:
+        """The rows with what an item needs from other rows (voice: its subject's speaker
+        statistics); unchanged unless the task needs that."""
+        return table
 
     def sample(self, batch: dict[str, torch.Tensor], built: Built, config: TrainConfig,
                generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -196,6 +203,8 @@ class VoiceTask(TaskSpec):
     the mean of the class probabilities (and valence/arousal) of its windows every half
     window (:func:`~pipelines.train.utterances.utterance_windows`); ``logits`` are then the
     log of that mean, so the softmax of the outputs is the utterance's probabilities.
+    Models with ``speaker_norm`` normalise every log-mel by its row subject's speaker
+    statistics (:meth:`with_context`), in training before the masks.
     """
 
     name = "voice"
@@ -221,12 +230,45 @@ class VoiceTask(TaskSpec):
     def window_samples(built: Built) -> int:
         return round(float(built.hparams.get("window_s", 1.0)) * SAMPLE_RATE)
 
+    def with_context(self, table: pd.DataFrame, built: Built) -> pd.DataFrame:
+        """Models with ``speaker_norm``: each row gets its subject's speaker statistics
+        (:data:`SPEAKER_STATS`), over the windows every half window of all the subject's rows
+        in ``table`` (its utterances, as evaluation cuts them) — an actor's whole speech in
+        training and evaluation, as a recording's chunk is in the timeline job.  Taken on
+        the clean audio, before any augmentation; rows without a subject are one speaker
+        each."""
+        if not built.hparams.get("speaker_norm"):
+            return table
+        size = self.window_samples(built)
+        net = built.module
+        stats: dict[Any, np.ndarray] = {}
+        subjects = (table[SUBJECT] if SUBJECT in table else pd.Series(np.nan, table.index))
+        keys = [s if isinstance(s, str) else f"row:{i}" for i, s in enumerate(subjects)]
+        with torch.inference_mode():
+            for key in dict.fromkeys(keys):
+                windows = []
+                for i in (i for i, k in enumerate(keys) if k == key):
+                    samples = np.asarray(table[AUDIO].iloc[i], np.float32)
+                    audio = np.zeros(max(len(samples), size), np.float32)
+                    audio[:len(samples)] = samples
+                    windows += [audio[s:s + size] for s in
+                                utterance_windows(len(samples), size, max(1, size // 2))]
+                device = next(net.buffers()).device
+                stats[key] = net.speaker_stats(
+                    torch.from_numpy(np.stack(windows)).to(device)).cpu().numpy()
+        out = table.copy()
+        out[SPEAKER_STATS] = [stats[k] for k in keys]
+        return out
+
     def inputs(self, row: pd.Series, built: Built) -> dict[str, torch.Tensor]:
         samples = np.asarray(row[AUDIO], np.float32)
         audio = np.zeros(max(len(samples), self.window_samples(built)), np.float32)
         audio[: len(samples)] = samples  # a short window is padded with silence
-        return {AUDIO: torch.from_numpy(audio),
+        item = {AUDIO: torch.from_numpy(audio),
                 AUDIO_LENGTH: torch.tensor(len(samples), dtype=torch.int64)}
+        if SPEAKER_STATS in row:
+            item[SPEAKER_STATS] = torch.as_tensor(np.asarray(row[SPEAKER_STATS], np.float32))
+        return item
 
     def collate(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         longest = max(len(item[AUDIO]) for item in items)
@@ -254,6 +296,8 @@ class VoiceTask(TaskSpec):
         device = next(front_end.buffers()).device
         with torch.no_grad():
             spec = front_end(audio.to(device))
+            if SPEAKER_STATS in batch:
+                spec = normalise_speaker(spec, batch[SPEAKER_STATS].to(device))
         spec = spec_augment(spec, generator, time_masks=config.spec_time_masks,
                             freq_masks=config.spec_freq_masks,
                             max_fraction=config.spec_max_fraction)
@@ -263,9 +307,10 @@ class VoiceTask(TaskSpec):
     def forward(self, module: nn.Module, built: Built, batch: dict[str, torch.Tensor]
                 ) -> Outputs:
         audio = batch[AUDIO]
+        stats = batch.get(SPEAKER_STATS)
         size = self.window_samples(built)
         if audio.dim() != 2 or audio.shape[1] <= size:
-            out = module(audio)
+            out = module(audio) if stats is None or audio.dim() != 2 else module(audio, stats)
             return Outputs(out.logits, out.valence, out.arousal)
         lengths = batch[AUDIO_LENGTH].cpu().tolist() if AUDIO_LENGTH in batch else (
             [audio.shape[1]] * len(audio))
@@ -274,7 +319,7 @@ class VoiceTask(TaskSpec):
                   for s in utterance_windows(int(n), size, hop)]
         owner = torch.tensor([b for b, _ in starts], device=audio.device)
         windows = torch.stack([audio[b, s:s + size] for b, s in starts])
-        out = module(windows)
+        out = module(windows) if stats is None else module(windows, stats[owner])
         counts = torch.bincount(owner, minlength=len(audio)).to(audio.dtype)[:, None]
 
         def mean(values: torch.Tensor) -> torch.Tensor:

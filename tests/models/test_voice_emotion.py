@@ -26,7 +26,12 @@ import torchaudio
 
 import models.voice_emotion as ve
 from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from models.voice_emotion.features import LogMel
+from models.voice_emotion.features import (
+    LogMel,
+    normalise_speaker,
+    speaker_statistics,
+    speech_window_mask,
+)
 from operators.audio.voice_features import VoiceFeaturesConfig, window_voice_features
 from operators.schema import EMOTIONS, VOICE_PITCH_HZ, VOICE_SPEECH_RATIO
 
@@ -422,3 +427,97 @@ def test_tiny_overfit_on_espeak_speech(tmp_path: Path) -> None:
     assert accuracy == 1.0
     assert mse_after < 0.3 * mse_before
     assert mse_after < 0.1
+
+
+# --- speaker normalisation -------------------------------------------------------------------
+
+SMALL_NORM = {"channels": [8, 16, 32], "embed_dim": 32, "attention_dim": 16, "n_mels": 40,
+              "hop_length": 320, "speaker_norm": True}
+
+
+def test_speaker_statistics_are_the_speech_windows_band_moments(speech: np.ndarray) -> None:
+    talk = windows(speech)
+    quiet = 10 ** (-70 / 20) * noise(2)  # -70 dBFS room noise: not a voice
+    batch = torch.from_numpy(np.concatenate([talk, quiet]))
+    mask = speech_window_mask(batch)
+    assert mask.tolist() == [True] * len(talk) + [False, False]
+    spec = ve.log_mel(batch, n_mels=40)
+    stats = speaker_statistics(spec, mask)
+    assert stats.shape == (2, 40)
+    # Over the speech windows' frames every band has mean 0 and std 1 after normalisation;
+    # the quiet windows are left out of the statistics.
+    normalised = normalise_speaker(spec, stats)[: len(talk), 0]
+    frames = normalised.transpose(0, 1).reshape(40, -1)
+    torch.testing.assert_close(frames.mean(1), torch.zeros(40), atol=1e-4, rtol=0)
+    torch.testing.assert_close(frames.std(1, unbiased=False), torch.ones(40), atol=1e-4,
+                               rtol=0)
+    # A recording 20 dB quieter is the same speaker: the per-window standardisation already
+    # took the gain off, so the statistics do not move.
+    quieter = speaker_statistics(ve.log_mel(batch * 0.1, n_mels=40), mask)
+    torch.testing.assert_close(quieter, stats, atol=1e-3, rtol=0)
+    # Only silence: all windows count (never an empty set); nothing at all: the identity.
+    assert speech_window_mask(torch.zeros(3, SR)).all()
+    empty = speaker_statistics(spec[:0], mask[:0])
+    assert empty[0].eq(0).all() and empty[1].eq(1).all()
+
+
+def test_speaker_norm_model_normalises_by_the_given_speaker(tmp_path: Path,
+                                                            speech: np.ndarray) -> None:
+    model = ve.build(SMALL_NORM, seed=3)
+    assert model.config.speaker_norm
+    talk = windows(speech)
+    other = windows(espeak(tmp_path / "other.wav", SENTENCE, "-v", "en-us", "-p", "90"))
+    stats = ve.speaker_statistics(model, talk)
+    assert stats.shape == (2, 40) and stats.dtype == np.float32
+    # Without statistics the batch is one speaker: the same as giving the batch's own.
+    assert_same_prediction(ve.predict(model, talk), ve.predict(model, talk, stats), atol=1e-5)
+    # Given them, rows are independent of each other; per-row statistics work too.
+    one = ve.predict(model, talk[:1], stats)
+    assert_same_prediction(one, _rows(ve.predict(model, talk, stats), 1), atol=1e-5)
+    per_row = np.stack([stats] * len(talk))
+    assert_same_prediction(ve.predict(model, talk, per_row), ve.predict(model, talk, stats),
+                           atol=1e-6)
+    # Another voice has other statistics, and the network sees the log-mel normalised by
+    # the given ones (not the identity: a voice's bands are not mean 0, std 1).
+    other_stats = ve.speaker_statistics(model, other)
+    assert np.abs(other_stats - stats).max() > 0.05
+    assert np.abs(stats[0]).max() > 0.1 and np.abs(stats[1] - 1).max() > 0.1
+    net, given = model.module, torch.from_numpy(stats)
+    with torch.no_grad():
+        expected = net.forward_spectrogram(normalise_speaker(net.log_mel(torch.from_numpy(talk)),
+                                                             given))
+    np.testing.assert_allclose(ve.predict(model, talk, stats).features,
+                               expected.features.numpy(), atol=1e-5)
+    # The checkpoint records it, TorchScript keeps it.
+    ve.save(model, tmp_path / "norm.pt")
+    loaded = ve.load(tmp_path / "norm.pt")
+    assert loaded.hparams["speaker_norm"] is True
+    assert_same_prediction(ve.predict(loaded, talk, stats), ve.predict(model, talk, stats),
+                           atol=0)
+    scripted = ve.load(ve.export_torchscript(model, tmp_path / "norm.ts"))
+    np.testing.assert_allclose(ve.speaker_statistics(scripted, talk), stats, atol=1e-5)
+    assert_same_prediction(ve.predict(scripted, talk, stats), ve.predict(model, talk, stats),
+                           atol=1e-5)
+
+
+def _rows(pred: ve.VoicePrediction, n: int) -> ve.VoicePrediction:
+    return ve.VoicePrediction(**{k: getattr(pred, k)[:n] for k in
+                                 ("probs", "valence", "arousal", "features", "attention")})
+
+
+def test_checkpoints_without_speaker_norm_keep_plain_inputs(tmp_path: Path,
+                                                            speech: np.ndarray) -> None:
+    """A checkpoint written before speaker normalisation existed has no ``speaker_norm``
+    hparam: it loads as False and ignores speaker statistics."""
+    model = ve.build({k: v for k, v in SMALL_NORM.items() if k != "speaker_norm"}, seed=4)
+    raw_hparams = {k: v for k, v in model.hparams.items() if k != "speaker_norm"}
+    save_checkpoint(tmp_path / "old.pt", Checkpoint(
+        arch=ve.ARCH, state_dict=model.module.state_dict(), hparams=raw_hparams,
+        classes=EMOTIONS, metadata={"name": "old"}))
+    old = ve.load(tmp_path / "old.pt")
+    assert old.config.speaker_norm is False
+    talk = windows(speech)
+    unrelated = np.stack([np.zeros(40), np.full(40, 3.0)]).astype(np.float32)
+    assert_same_prediction(ve.predict(old, talk), ve.predict(old, talk, unrelated), atol=0)
+    assert_same_prediction(ve.predict(old, talk[:1]), _rows(ve.predict(old, talk), 1),
+                           atol=1e-5)

@@ -43,8 +43,13 @@ def test_windows_get_probabilities_and_damaged_or_missing_audio_gets_nan(speech)
     broken = np.isnan(probs).all(axis=1)
     assert broken.tolist() == [False, True, True, False, False, False, False, False]
     np.testing.assert_allclose(probs[~broken].sum(axis=1), 1.0, atol=1e-5)
-    # columns are EMOTIONS: the same as the model's own output for an intact window
-    direct = voice_emotion.predict(step.model, speech[None, :SAMPLE_RATE])
+    # columns are EMOTIONS: the same as the model's own output for an intact window (given
+    # the row's speaker statistics, where the model is speaker-normalised)
+    grid = np.stack([np.pad(damaged[i * SAMPLE_RATE // 2:][:SAMPLE_RATE],
+                            (0, max(0, SAMPLE_RATE - len(damaged[i * SAMPLE_RATE // 2:]))))
+                     for i in range(8)])
+    stats = voice_emotion.speaker_statistics(step.model, grid[~broken])
+    direct = voice_emotion.predict(step.model, speech[None, :SAMPLE_RATE], stats)
     order = [step.model.classes.index(e) for e in S.EMOTIONS]
     np.testing.assert_allclose(probs[0], direct.probs[0, order], atol=1e-5)
     assert np.isnan(np.asarray(out[S.VOICE_FEATURES][0])[1:3]).all()
@@ -52,3 +57,41 @@ def test_windows_get_probabilities_and_damaged_or_missing_audio_gets_nan(speech)
     # a row without audio: NaN for each of its windows
     assert np.asarray(out[S.VOICE_PROBS][1]).shape == (4, len(S.EMOTIONS))
     assert np.isnan(np.asarray(out[S.VOICE_PROBS][1])).all()
+
+
+def test_speaker_normalised_model_is_normalised_per_chunk_row(speech, tmp_path):
+    """A model whose checkpoint says ``speaker_norm`` gets each chunk row's own speaker
+    statistics (over its intact windows): a row's outputs are what the model gives with
+    them, and do not depend on the other rows of the batch."""
+    model = voice_emotion.build({"channels": [8, 16, 32], "embed_dim": 32, "attention_dim": 16,
+                                 "n_mels": 40, "hop_length": 320, "speaker_norm": True}, seed=0)
+    voice_emotion.save(model, tmp_path / "norm.pt")
+    step = VoiceEmotion(VoiceEmotionConfig(checkpoint=(tmp_path / "norm.pt").read_bytes(),
+                                           device="cpu"))
+    first = speech[:4 * SAMPLE_RATE].copy()
+    first[round(1.2 * SAMPLE_RATE):round(1.4 * SAMPLE_RATE)] = np.nan  # decoder's gap
+    second = 0.3 * speech[SAMPLE_RATE:4 * SAMPLE_RATE]  # another chunk, quieter
+
+    def run(rows):
+        out = step({S.AUDIO: ragged(rows), S.AUDIO_START_S: np.array([0.0, 4.0])[:len(rows)],
+                    S.CHUNK_START_S: np.array([0.0, 4.0])[:len(rows)],
+                    S.CHUNK_END_S: np.array([4.0, 7.0])[:len(rows)],
+                    S.STAGE_SECONDS: np.zeros(len(rows))})
+        return [np.asarray(p) for p in out[S.VOICE_FEATURES]]
+
+    together = run([first, second])
+    alone = run([first])
+    np.testing.assert_allclose(together[0], alone[0], atol=1e-5, equal_nan=True)
+    # The first row: its 8 windows at 0, 0.5, ... 3.5 s (zero-padded at the end), the two
+    # holding the gap NaN, the others scored with the statistics of its 6 intact windows.
+    grid = np.zeros((8, SAMPLE_RATE), np.float32)
+    for i in range(8):
+        piece = first[i * SAMPLE_RATE // 2:i * SAMPLE_RATE // 2 + SAMPLE_RATE]
+        grid[i, :len(piece)] = piece
+    intact = np.isfinite(grid).all(axis=1)
+    assert intact.tolist() == [True, False, False, True, True, True, True, True]
+    stats = voice_emotion.speaker_statistics(step.model, grid[intact])
+    expected = voice_emotion.predict(step.model, grid[intact], stats).features
+    np.testing.assert_allclose(together[0][intact], expected, atol=1e-5)
+    assert np.isnan(together[0][~intact]).all()
+    assert np.isfinite(together[1]).all() and together[1].shape == (6, 32)
