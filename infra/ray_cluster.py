@@ -42,3 +42,16 @@ def resolve_address(address: str | None) -> str | None:
 
 def cluster_has_gpus() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def dead_nodes() -> dict[str, str]:
+    """The cluster's nodes that are no longer alive: node id → a readable name (its address,
+    a short id and, when Ray gives one, why it died)."""
+    dead = {}
+    for node in ray.nodes():
+        if node.get("Alive", True):
+            continue
+        why = node.get("DeathReasonMessage") or ""
+        dead[node["NodeID"]] = (f"{node.get('NodeManagerAddress', '?')} (node id "
+                                f"{node['NodeID'][:12]}{', ' + why if why else ''})")
+    return dead

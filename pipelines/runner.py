@@ -142,7 +142,10 @@ def execute_plan(job: Job, inputs: list[InputRef], writer: TimelineWriter, build
     try:
         ds = build(writer=writer, gpus=ray_cluster.cluster_has_gpus(),
                    cpus=ray.cluster_resources().get("CPU", 1.0))
-        return execute(ds, inputs, writer, after_write=after_write, output_check=watch)
+        already_dead = ray_cluster.dead_nodes()
+        return execute(ds, inputs, writer, after_write=after_write, output_check=watch,
+                       lost_nodes=lambda: [name for node, name in ray_cluster.dead_nodes()
+                                           .items() if node not in already_dead])
     finally:
         if owns_ray:
             ray.shutdown()
@@ -163,16 +166,21 @@ def output_watch(out: str, config: JobConfig) -> Callable[[], None]:
 
 def execute(ds: ray.data.Dataset, inputs: list[InputRef], writer: TimelineWriter, *,
             after_write: Sequence[AfterWrite] = (),
-            output_check: Callable[[], None] | None = None) -> Execution:
+            output_check: Callable[[], None] | None = None,
+            lost_nodes: Callable[[], list[str]] | None = None) -> Execution:
     """Run the job's dataset.  Every input ends with exactly one clip row: the one its
     workers wrote, or a ``failed`` row naming the reason, written by ``writer`` on the
     driver and passed through ``after_write``.  Whenever Ray Data drops a block,
     ``output_check`` runs: when the output went away, it raises and the run ends at once
-    (every later write would fail too)."""
+    (every later write would fail too).  ``lost_nodes``: the cluster's nodes that died
+    during the run, named in the ``failed`` rows' reason."""
     with ray_logs.BlockErrors() as dropped:
         written = _collect(ds, dropped, output_check)
+    lost = lost_nodes() if lost_nodes is not None else []
+    if lost:
+        logger.warning("node(s) lost during the run: %s", "; ".join(lost))
     clips = _record_failures(inputs, written, writer, dropped.errors, after_write=after_write,
-                             output_check=output_check)
+                             output_check=output_check, lost_nodes=lost)
     return Execution(clips, ds.stats(), stage_seconds(ds))
 
 
@@ -229,10 +237,11 @@ def _collect(ds: ray.data.Dataset, dropped: ray_logs.BlockErrors,
 def _record_failures(inputs: list[InputRef], clips: pd.DataFrame, writer: TimelineWriter,
                      dropped: list[ray_logs.BlockError], *,
                      after_write: Sequence[AfterWrite] = (),
-                     output_check: Callable[[], None] | None = None) -> pd.DataFrame:
+                     output_check: Callable[[], None] | None = None,
+                     lost_nodes: Sequence[str] = ()) -> pd.DataFrame:
     """Give every input without a clip row (its work failed on every retry) a `failed` row
-    naming the reason, so each input ends in exactly one terminal status.  ``clips`` may be
-    empty, even without columns."""
+    naming the reason (:func:`failure_reason`), so each input ends in exactly one terminal
+    status.  ``clips`` may be empty, even without columns."""
     if S.URI not in clips.columns:
         clips = S.CLIP_SCHEMA.empty_table().to_pandas()
     if clips[S.URI].duplicated().any():
@@ -244,7 +253,7 @@ def _record_failures(inputs: list[InputRef], clips: pd.DataFrame, writer: Timeli
             output_check()  # a store gone since the last check explains it best
         raise RuntimeError("every clip failed in the workers: that is a bug or an "
                            "infrastructure fault, not bad input (see the Ray logs above)")
-    reason = failure_reason(dropped)
+    reason = failure_reason(dropped, lost_nodes)
     rows = []
     for ref in missing:
         logger.error("%s: no result after retries (%s); recording it as failed", ref.uri, reason)
@@ -264,9 +273,12 @@ def _record_failures(inputs: list[InputRef], clips: pd.DataFrame, writer: Timeli
 
 
 # What each kind of lost task means, in words a user can act on.
-_WORKER_DIED = ("WorkerCrashedError", "OutOfMemoryError", "NodeDiedError")
+_WORKER_DIED = ("WorkerCrashedError", "OutOfMemoryError")
 _ROWS_REFUSED = ("ContractError", "ArrowInvalid", "ArrowTypeError", "ArrowConversionError")
+_NODE_LOST = ("NodeDiedError",)
 _ADVICE = {
+    "lost": ("a node of the cluster was lost during the run, with the tasks and actors on "
+             "it. Run the same command again to process this clip"),
     "died": ("the worker process died: killed, out of memory, or a crash in native code "
              "such as a decoder. If it happens again, run the clip alone or give the workers "
              "more memory"),
@@ -278,19 +290,23 @@ _ADVICE = {
 }
 
 
-def failure_reason(dropped: list[ray_logs.BlockError]) -> str:
+def failure_reason(dropped: list[ray_logs.BlockError], lost_nodes: Sequence[str] = ()) -> str:
     """The `failed` message: what it means for the user, then which stages' task failed on
     every retry and with what (Ray's own words).  A lost task's error does not name its
     clip, so the errors are the run's: exact when every dropped block failed alike, else
-    listed as the candidates."""
+    listed as the candidates.  ``lost_nodes`` (the nodes that died during the run) come
+    first: a lost node explains its tasks' errors, whatever Ray called them."""
+    types = {error.error_type for error in dropped}
+    kind = ("lost" if lost_nodes or types & set(_NODE_LOST) else
+            "died" if types & set(_WORKER_DIED) else
+            "refused" if types & set(_ROWS_REFUSED) else "other")
+    nodes = f": {'; '.join(lost_nodes)}" if lost_nodes else ""
     head = "processing failed on every retry"
     if not dropped:
-        return f"{head}; no error reached the driver (see the Ray logs)"
+        return (f"{head} ({_ADVICE[kind]}{nodes})" if lost_nodes else
+                f"{head}; no error reached the driver (see the Ray logs)")
     described = list(dict.fromkeys(error.describe() for error in dropped))
-    types = {error.error_type for error in dropped}
-    kind = ("died" if types & set(_WORKER_DIED) else
-            "refused" if types & set(_ROWS_REFUSED) else "other")
-    head = f"{head} ({_ADVICE[kind]})"
+    head = f"{head} ({_ADVICE[kind]}{nodes})"
     if len(described) == 1:
         return f"{head}: {described[0]}"
     shown = "; ".join(described[:3]) + (f"; and {len(described) - 3} more"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -95,8 +94,10 @@ class TimelineJobConfig(BaseModel):
     fusion_model: str | None = None
     address: str | None = None  # Ray cluster; None starts a local Ray
     num_cpus: int | None = None  # local Ray only; None = all cores
-    # Node-local folder where remote inputs are staged for the decoders (deleted per clip).
-    staging_dir: str = str(Path(tempfile.gettempdir()) / "emoray-staging")
+    # Folder where remote inputs are staged for the decoders (deleted per clip).  None: each
+    # node's own, resolved on the node ($EMORAY_STAGING_DIR, else its temp folder's
+    # emoray-staging; operators/io/stage_input.py), so nodes of a cluster never share one.
+    staging_dir: str | None = None
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
     preflight: PreflightConfig = PreflightConfig()
