@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import ray
 import torch
 import torch.nn.functional as F
 from facenet_pytorch import MTCNN
@@ -102,9 +103,26 @@ def scene_cuts(frames: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """The torch device of a step's ``device`` setting; ``auto``: CUDA when this process can
+    use it, else the CPU.  A worker Ray gave a GPU share where CUDA is absent (a node that
+    declares GPUs its driver or torch build cannot use) runs on the CPU and logs that once
+    per process, not per model or batch."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    global _cpu_fallback_logged
+    given = ray.get_gpu_ids() if ray.is_initialized() else []
+    if given and not _cpu_fallback_logged:
+        _cpu_fallback_logged = True
+        logger.warning("this worker holds a share of GPU %s but CUDA is not available here "
+                       "(torch %s, CUDA build %s): running on the CPU",
+                       ",".join(map(str, given)), torch.__version__, torch.version.cuda)
+    return torch.device("cpu")
+
+
+# Whether this process has logged its CPU fallback (resolve_device).
+_cpu_fallback_logged = False
 
 
 def align_crops(
@@ -140,13 +158,25 @@ def align_crops(
     return crops.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
 
+def face_thumbnails(crops: np.ndarray) -> np.ndarray:
+    """uint8 (faces, T²) grey thumbnails (area mean) of uint8 (faces, S, S, 3) crops."""
+    size = S.FACE_THUMB_SIZE
+    if len(crops) == 0:
+        return np.zeros((0, size * size), np.uint8)
+    grey = torch.from_numpy(crops).float().mean(dim=-1, keepdim=True).permute(0, 3, 1, 2)
+    thumbs = F.interpolate(grey, size=(size, size), mode="area")
+    return thumbs.round().clamp(0, 255).to(torch.uint8).reshape(len(crops), -1).numpy()
+
+
 class FaceDetector(Step):
     """MTCNN on each chunk's frames, plus aligned crops (an actor: it holds the model).
 
     Columns read: ``FRAMES`` (uint8 n×H×W×3 RGB), ``FRAME_TS``, ``CHUNK_INDEX``, ``ERROR``.
     Columns written (flat per chunk, one entry per face): ``FACE_FRAME`` (int32 index into
     ``FRAME_TS``), ``FACE_BOX`` (float32 x1, y1, x2, y2 at the working size), ``FACE_SCORE``,
-    ``FACE_CROPS`` (uint8 faces×S×S×3).
+    ``FACE_CROPS`` (uint8 faces×S×S×3), ``FACE_THUMB`` (uint8 faces×T², a grey T×T
+    thumbnail of each crop, ``T = schema.FACE_THUMB_SIZE``: the timeline step reads mouth
+    and face motion from it).
     ``FRAMES`` is dropped.  Chunks without frames (failed clips) get empty face columns.
     Frames smaller than ``min_face_size`` get no faces, and the clip's first chunk a note in
     ``ERROR`` saying why (its clip then ends ``no_face`` with that message).
@@ -162,7 +192,7 @@ class FaceDetector(Step):
     actor = True
     gpu = True
     reads = (S.FRAMES, S.CHUNK_INDEX, S.ERROR, S.STAGE_SECONDS)
-    writes = (S.FACE_FRAME, S.FACE_BOX, S.FACE_SCORE, S.FACE_CROPS, S.ERROR)
+    writes = (S.FACE_FRAME, S.FACE_BOX, S.FACE_SCORE, S.FACE_CROPS, S.FACE_THUMB, S.ERROR)
     drops = (S.FRAMES,)
 
     def __init__(self, config: FaceDetectorConfig, resources: StageResources | None = None):
@@ -247,6 +277,7 @@ class FaceDetector(Step):
                 S.FACE_FRAME: np.zeros(0, np.int32), S.FACE_BOX: np.zeros((0, 4), np.float32),
                 S.FACE_SCORE: np.zeros(0, np.float32),
                 S.FACE_CROPS: np.zeros((0, size, size, 3), np.uint8),
+                S.FACE_THUMB: np.zeros((0, S.FACE_THUMB_SIZE ** 2), np.uint8),
             }
         faces = self._detect_and_track(frames)
         frame_index = np.concatenate(
@@ -261,17 +292,19 @@ class FaceDetector(Step):
             face_frames = torch.from_numpy(frames[frame_index[sl]]).to(self.device)
             crops.append(align_crops(face_frames.permute(0, 3, 1, 2).float(), all_boxes[sl],
                                      all_points[sl, :2], size, self.config.crop_margin))
+        all_crops = (torch.cat(crops).numpy() if crops
+                     else np.zeros((0, size, size, 3), np.uint8))
         return {
             S.FACE_FRAME: frame_index,
             S.FACE_BOX: all_boxes,
             S.FACE_SCORE: all_scores,
-            S.FACE_CROPS: (torch.cat(crops).numpy() if crops
-                           else np.zeros((0, size, size, 3), np.uint8)),
+            S.FACE_CROPS: all_crops,
+            S.FACE_THUMB: face_thumbnails(all_crops),
         }
 
     def process(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs: dict[str, list[np.ndarray]] = {
-            c: [] for c in (S.FACE_FRAME, S.FACE_BOX, S.FACE_SCORE, S.FACE_CROPS)
+            c: [] for c in (S.FACE_FRAME, S.FACE_BOX, S.FACE_SCORE, S.FACE_CROPS, S.FACE_THUMB)
         }
         errors = list(batch[S.ERROR])
         for i, frames in enumerate(batch[S.FRAMES]):

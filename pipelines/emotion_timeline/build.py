@@ -115,7 +115,7 @@ def build(
         ToListColumns(res.timeline),
         BuildTimeline(config.timeline, config.voice.min_speech_ratio,
                       models.fusion_checkpoint, product=models.fusion == "product",
-                      resources=res.timeline),
+                      resources=res.timeline, participant=config.participant),
         writer,
         *after,
     ]

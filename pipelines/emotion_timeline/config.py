@@ -13,6 +13,7 @@ from infra.storage import StorageConfig
 from infra.tracking import TrackingConfig
 from operators.audio.voice_features import VoiceFeaturesConfig
 from operators.fusion.build_timeline import TimelineConfig
+from operators.fusion.participant import ParticipantConfig
 from operators.io.decode_frames import DecodeConfig
 from operators.resources import StageResources
 from operators.vision.detect_faces import FaceDetectorConfig
@@ -105,6 +106,9 @@ class TimelineJobConfig(BaseModel):
     detector: FaceDetectorConfig = FaceDetectorConfig()
     voice: VoiceFeaturesConfig = VoiceFeaturesConfig()
     timeline: TimelineConfig = TimelineConfig()
+    # Where the participant is, when a study knows its layout (README: Who is the
+    # participant); by default the participant is chosen from evidence.
+    participant: ParticipantConfig = ParticipantConfig()
     resources: ResourcesConfig = ResourcesConfig()
 
     @model_validator(mode="before")

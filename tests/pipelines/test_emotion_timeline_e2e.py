@@ -103,25 +103,51 @@ def test_astronaut_participant_is_happy_and_always_seen(job):
     assert (participant[S.VA_SOURCE].dropna() == "circumplex_from_fused_probs").all()
 
 
-def test_default_job_fuses_face_and_voice_where_speech_is(job):
-    """The default (product rule, shipped voice model): `fusion` on the participant's speech
-    windows, `face_only` elsewhere, `voice_only` on a faceless clip's speech."""
+def test_default_job_gives_speech_only_to_a_face_that_speaks(job):
+    """The default (product rule, shipped voice model).  The sample's participant is a
+    still photograph, so the speech over it is nobody's on screen: the face stays
+    `face_only`, the speech windows are `offscreen_speech` with `voice_only` rows of their
+    own (null track), and a faceless clip's speech is `voice_only` on the null track.
+    (Fusion on a face that does speak: tests/pipelines/test_people.py.)"""
     tl = _timeline(job, "face_speech")
     participant = tl[tl[S.TRACK_ID] == 0]
     speech = participant[S.SPEECH_PRESENT].astype(bool)
     assert speech.any() and (~speech).any()
-    assert (participant.loc[speech, S.FUSION_MODE] == "fusion").all()
-    assert (participant.loc[~speech & participant[S.FACE_PRESENT], S.FUSION_MODE]
-            == "face_only").all()
+    assert (participant[S.FUSION_MODE] == "face_only").all()
+    assert not participant[S.SPEAKING].any()
+    assert participant.loc[speech, S.OFFSCREEN_SPEECH].all()
+    assert not participant.loc[~speech, S.OFFSCREEN_SPEECH].any()
+    voice = tl[tl[S.TRACK_ID].isna()]
+    assert sorted(voice[S.WINDOW_INDEX]) == sorted(participant.loc[speech, S.WINDOW_INDEX])
+    assert (voice[S.FUSION_MODE] == "voice_only").all()
+    assert voice[list(S.VOICE_PROB_COLUMNS)].notna().all().all()
     silent = _timeline(job, "face_silence")
     assert (silent[S.FUSION_MODE] == "face_only").all()
     faceless = _timeline(job, "no_face")
     spoken = faceless[S.SPEECH_PRESENT].astype(bool)
     assert spoken.any() and (faceless.loc[spoken, S.FUSION_MODE] == "voice_only").all()
     assert faceless.loc[~spoken, S.FUSION_MODE].isna().all()
-    # the voice model ran: a faceless clip's speech windows have categories
-    assert faceless.loc[spoken, S.DOMINANT_EMOTION].notna().all()
+    # The voice model ran on the faceless clip's speech; its neutral synthetic voice is no
+    # confident emotion (the trust issue's measured failure), so no category is claimed.
+    assert faceless.loc[spoken, list(S.VOICE_PROB_COLUMNS)].notna().all().all()
+    assert faceless.loc[spoken, S.CONFIDENCE].between(0, 1).all()
+    assert faceless.loc[spoken, S.DOMINANT_EMOTION].isna().all()
+    assert _clip(job, "no_face")[S.DOMINANT_EMOTION] is None
     assert _clip(job, "face_speech")[S.FACE_MODEL].endswith("(product rule)")
+
+
+def test_each_modality_keeps_its_own_output(job):
+    """face_p_* is the face model alone on every face row; the happy astronaut reads happy
+    there with a confidence that clears the threshold, and the clip says so."""
+    tl = _timeline(job, "face_speech")
+    face = tl[tl[S.FACE_PRESENT]]
+    probs = face[list(S.FACE_PROB_COLUMNS)].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    assert (probs.argmax(axis=1) == S.EMOTIONS.index("happy")).mean() > 0.8
+    assert face[S.FACE_VALENCE].notna().all() and face[S.FACE_AROUSAL].notna().all()
+    assert face[list(S.VOICE_PROB_COLUMNS)].isna().all().all()  # the voice is not hers
+    assert (face[S.CONFIDENCE] >= 0.3).mean() > 0.8
+    assert _clip(job, "face_speech")[S.PARTICIPANT_REASON] == "the only face"
 
 
 def test_face_coverage_is_zero_without_a_face(job):
@@ -142,10 +168,14 @@ def test_face_leaving_leaves_null_windows(job):
     late = participant[participant[S.WINDOW_START_S] > face_end + 0.5]
     early = participant[participant[S.WINDOW_END_S] < face_end - 0.5]
     assert len(late) and not late[S.FACE_PRESENT].any() and late[S.BOX].isna().all()
-    # without the face, categories come from the voice alone, and only where it speaks
+    # without the face the participant has no category; the speech there is nobody's on
+    # screen: voice-only rows of its own (null track), only where it speaks
     spoken = late[S.SPEECH_PRESENT].astype(bool)
-    assert late.loc[~spoken, "p_happy"].isna().all()
-    assert (late.loc[spoken, S.FUSION_MODE] == "voice_only").all()
+    assert spoken.any() and late[S.FUSION_MODE].isna().all() and late["p_happy"].isna().all()
+    assert late.loc[spoken, S.OFFSCREEN_SPEECH].all()
+    voice = tl[tl[S.TRACK_ID].isna() & (tl[S.WINDOW_START_S] > face_end + 0.5)]
+    assert sorted(voice[S.WINDOW_INDEX]) == sorted(late.loc[spoken, S.WINDOW_INDEX])
+    assert (voice[S.FUSION_MODE] == "voice_only").all()
     assert early[S.FACE_PRESENT].all()
 
 
@@ -166,12 +196,19 @@ def test_speech_present_only_where_speech_is(job):
 
 
 def test_two_faces_make_two_tracks_participant_larger(job):
+    """Two still photographs: neither moves nor sits in a corner inset, so the participant
+    is the most-seen (then larger) face, as before the evidence rules; the other face, a
+    still picture, is flagged on screen and never takes speech."""
     row = _clip(job, "two_faces")
     assert row[S.FACE_TRACKS] == 2
+    assert row[S.PARTICIPANT_REASON].startswith("screen time")
     tl = _timeline(job, "two_faces")
     boxes = {t: np.stack(g[S.BOX].dropna().to_numpy()) for t, g in tl.groupby(S.TRACK_ID)}
     area = {t: np.mean((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])) for t, b in boxes.items()}
     assert area[0] > area[1]
+    other = tl[tl[S.TRACK_ID] == 1]
+    assert other[S.ON_SCREEN].all() and not tl[S.SPEAKING].fillna(False).any()
+    assert not tl[tl[S.TRACK_ID].notna()][S.FUSION_MODE].eq("fusion").any()
 
 
 def test_no_audio_clip_has_faces_and_null_voice(job):

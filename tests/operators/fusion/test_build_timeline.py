@@ -21,9 +21,19 @@ HAPPY = np.eye(7, dtype=np.float32)[S.EMOTIONS.index("happy")]
 SAD = np.eye(7, dtype=np.float32)[S.EMOTIONS.index("sad")]
 
 
+def _thumbs(n: int, talking: bool, seed: int = 0) -> np.ndarray:
+    """Face thumbnails: a fresh random picture per frame for a moving face (its mouth
+    region changes far beyond any threshold), one fixed picture for a still one."""
+    rng = np.random.default_rng(seed)
+    size = S.FACE_THUMB_SIZE ** 2
+    if talking:
+        return rng.integers(0, 256, (n, size), dtype=np.uint8)
+    return np.tile(rng.integers(0, 256, size, dtype=np.uint8), (n, 1))
+
+
 def _chunks(n_chunks=2, chunk_s=2.0, fps=5, face=lambda t: True, has_audio=True,
-            status=None):
-    """Chunk rows as the face-emotion stage hands them over."""
+            status=None, talking=True):
+    """Chunk rows as the face-emotion stage hands them over (one face, talking or still)."""
     cols = {k: [] for k in (S.CLIP_ID, S.URI, S.SIZE_BYTES, S.STATUS, S.ERROR, S.CONTAINER,
                             S.VIDEO_CODEC, S.DURATION_S, S.FPS, S.WIDTH, S.HEIGHT, S.ROTATION,
                             S.HAS_AUDIO, S.CHUNK_INDEX, S.N_CHUNKS, S.CHUNK_START_S,
@@ -31,7 +41,7 @@ def _chunks(n_chunks=2, chunk_s=2.0, fps=5, face=lambda t: True, has_audio=True,
                             S.FRAME_TS, S.FACE_FRAME, S.FACE_BOX, S.FACE_SCORE, S.FACE_PROBS,
                             S.VOICE_WINDOW_START_S, S.VOICE_SPEECH_RATIO, S.VOICE_PITCH_HZ,
                             S.VOICE_LOUDNESS_DB, S.VOICE_MFCC, S.STAGE_SECONDS,
-                            S.VIDEO_DECODER)}
+                            S.VIDEO_DECODER, S.FACE_THUMB, S.FRAME_WIDTH, S.FRAME_HEIGHT)}
     status = status or ("",) * n_chunks
     for c in reversed(range(n_chunks)):  # out of order on purpose
         start, end = c * chunk_s, (c + 1) * chunk_s
@@ -48,6 +58,8 @@ def _chunks(n_chunks=2, chunk_s=2.0, fps=5, face=lambda t: True, has_audio=True,
             S.CHUNK_END_S: end, S.FRAME_TS: ts, S.FACE_FRAME: frames,
             S.FACE_BOX: np.tile(np.float32([100, 100, 200, 200]), (len(frames), 1)),
             S.FACE_SCORE: np.ones(len(frames), np.float32),
+            S.FACE_THUMB: _thumbs(len(frames), talking, seed=c),
+            S.FRAME_WIDTH: 640, S.FRAME_HEIGHT: 480,
             S.FACE_PROBS: np.tile(HAPPY, (len(frames), 1)),
             S.VOICE_WINDOW_START_S: vs,
             S.VOICE_SPEECH_RATIO: speech if has_audio else np.full(len(vs), np.nan, np.float32),
@@ -107,7 +119,7 @@ def test_windows_end_with_the_last_sampled_frame():
 
 def test_absent_face_windows_stay_null():
     summary, tl = _build(_chunks(face=lambda t: t < 2.0), median_windows=1)
-    absent = tl[~tl[S.FACE_PRESENT]]
+    absent = tl[~tl[S.FACE_PRESENT] & tl[S.TRACK_ID].notna()]
     assert len(absent) > 0
     assert absent["p_happy"].isna().all() and absent[S.DOMINANT_EMOTION].isna().all()
     assert absent[S.VALENCE].isna().all() and absent[S.TRACK_ID].eq(0).all()
@@ -196,6 +208,9 @@ def _product(batch, voice, *, face=None, speech_ok=lambda t: True):
     batch[S.VOICE_PROBS] = ragged([
         np.stack([voice if speech_ok(t) else np.full(7, np.nan, np.float32) for t in starts])
         for starts in batch[S.VOICE_WINDOW_START_S]])
+    for column, value in ((S.VOICE_VALENCE, -0.25), (S.VOICE_AROUSAL, 0.5)):
+        batch[column] = ragged([np.full(len(starts), value, np.float32)
+                                for starts in batch[S.VOICE_WINDOW_START_S]])
     table = BuildTimeline(TimelineConfig(median_windows=1), min_speech_ratio=0.15,
                           product=True)(batch)
     timeline = pa.Table.from_struct_array(table.column(S.TIMELINE).combine_chunks().flatten())
@@ -230,29 +245,39 @@ def test_product_rule_multiplies_face_and_voice_where_both_are_present():
 
 def test_product_rule_survives_confident_disagreement():
     # One-hot face and voice on different classes multiply to 0 in float32 everywhere; the
-    # rule still gives a distribution (the floor makes it a tie), never NaN.
+    # rule still gives a distribution (the floor makes it a tie), never NaN.  The two
+    # modalities share nothing: confidence is ~0 and no category is claimed.
     _, tl = _product(_chunks(), SAD, face=HAPPY)
     fused = tl[tl[S.FUSION_MODE] == "fusion"]
     probs = fused[list(S.PROB_COLUMNS)].to_numpy()
     assert len(fused) == 4 and np.isfinite(probs).all()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    assert set(fused[S.DOMINANT_EMOTION]) <= {"happy", "sad"}
+    top_two = np.sort(np.argsort(probs, axis=1)[:, -2:], axis=1)
+    assert (top_two == sorted([S.EMOTIONS.index("happy"), S.EMOTIONS.index("sad")])).all()
+    assert (fused[S.CONFIDENCE] < 0.05).all() and fused[S.DOMINANT_EMOTION].isna().all()
 
 
 def test_product_rule_is_voice_only_without_a_face_and_face_only_without_voice_output():
-    voice = _probs(angry=0.7, neutral=0.3)
+    voice = _probs(angry=0.9, neutral=0.1)
     _, tl = _product(_chunks(face=lambda t: t < 2.0), voice,
                      speech_ok=lambda t: t != 1.5)
-    by_start = tl.set_index(S.WINDOW_START_S)
-    # speech over [1, 3) s, a face over [0, 2) s, the voice model's output missing at 1.5 s
-    assert by_start[S.FUSION_MODE].fillna("-").to_dict() == {
+    face_rows = tl[tl[S.TRACK_ID] == 0].set_index(S.WINDOW_START_S)
+    # speech over [1, 3) s, a talking face over [0, 2) s, the voice output missing at 1.5 s
+    assert face_rows[S.FUSION_MODE].fillna("-").to_dict() == {
         0.0: "face_only", 0.5: "face_only", 1.0: "fusion", 1.5: "face_only",
-        2.0: "voice_only", 2.5: "voice_only", 3.0: "-", 3.5: "-"}
+        2.0: "-", 2.5: "-", 3.0: "-", 3.5: "-"}
+    # Speech after the face has gone is nobody's on screen: rows of its own, null track.
     voice_rows = tl[tl[S.FUSION_MODE] == "voice_only"]
+    assert voice_rows[S.TRACK_ID].isna().all()
+    assert voice_rows[S.WINDOW_START_S].tolist() == [2.0, 2.5]
+    assert voice_rows[S.OFFSCREEN_SPEECH].all()
     np.testing.assert_allclose(voice_rows[list(S.PROB_COLUMNS)].to_numpy(),
                                np.tile(voice, (2, 1)), atol=1e-5)
+    np.testing.assert_allclose(voice_rows[list(S.VOICE_PROB_COLUMNS)].to_numpy(),
+                               np.tile(voice, (2, 1)), atol=1e-5)
     assert (voice_rows[S.DOMINANT_EMOTION] == "angry").all()
-    silent = tl[tl[S.FUSION_MODE].isna()]
+    assert (voice_rows[S.VOICE_VALENCE] == -0.25).all()
+    silent = face_rows[face_rows[S.FUSION_MODE].isna()]
     assert silent[list(S.PROB_COLUMNS)].isna().all().all() and silent[S.VALENCE].isna().all()
 
     # A faceless clip: the voice belongs to the null track.
@@ -261,6 +286,7 @@ def test_product_rule_is_voice_only_without_a_face_and_face_only_without_voice_o
     spoken = faceless[S.SPEECH_PRESENT].to_numpy(bool)
     assert (faceless.loc[spoken, S.FUSION_MODE] == "voice_only").all()
     assert faceless.loc[~spoken, S.FUSION_MODE].isna().all()
+    assert faceless[S.OFFSCREEN_SPEECH].tolist() == spoken.tolist()
 
 
 def test_product_rule_and_a_fusion_model_exclude_each_other(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from skimage.data import astronaut
 
 from operators import schema as S
@@ -32,12 +33,21 @@ def test_detects_the_astronaut_and_crops_her_face(detector):
     # the crop is centred on the face: its centre is skin, not the dark background
     centre = out[S.FACE_CROPS][0, 40:72, 40:72].astype(float)
     assert centre.mean() > 120
+    # one grey thumbnail per crop: the crop's area mean, for the timeline's mouth motion
+    side = S.FACE_THUMB_SIZE
+    assert out[S.FACE_THUMB].shape == (3, side * side) and out[S.FACE_THUMB].dtype == np.uint8
+    grey = Image.fromarray(out[S.FACE_CROPS][0]).convert("L").resize(
+        (side, side), Image.Resampling.BOX)
+    thumb = out[S.FACE_THUMB][0].astype(float)
+    assert abs(thumb.mean() - np.asarray(grey, float).mean()) < 3
+    assert np.corrcoef(thumb, np.asarray(grey, float).ravel())[0, 1] > 0.95
 
 
 def test_no_face_and_no_frames(detector):
     blank = np.full((2, 240, 320, 3), 128, np.uint8)
     out = detector.process_chunk(blank)
     assert len(out[S.FACE_FRAME]) == 0 and out[S.FACE_CROPS].shape == (0, 112, 112, 3)
+    assert out[S.FACE_THUMB].shape == (0, S.FACE_THUMB_SIZE ** 2)
     empty = detector.process_chunk(np.zeros((0, 2, 2, 3), np.uint8))
     assert len(empty[S.FACE_BOX]) == 0
 
