@@ -11,7 +11,9 @@ python=${PYTHON:-python3}
 # The apt packages this machine lacks, space-separated (empty: none): the media tools the job
 # and `emoray sample` call, and pythonX.Y-venv, the package Debian and Ubuntu moved ensurepip
 # into; without it `python3 -m venv` fails.  The versioned name also serves a non-default
-# Python (PYTHON=python3.11 on a newer Ubuntu); python3-venv is the default one's.
+# Python (PYTHON=python3.11 on a newer Ubuntu); python3-venv is the default one's.  With
+# --test: Debian's chromium and its WebDriver, for the report's browser tests
+# (tests/pipelines/report); the browser comes from apt, nothing downloads one.
 system_packages() {
   local packages=() tool
   for tool in ffmpeg ffprobe espeak-ng sox; do
@@ -22,6 +24,14 @@ system_packages() {
   done
   if ! "$python" -c 'import ensurepip' >/dev/null 2>&1; then
     packages+=("python$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv")
+  fi
+  if [ "${1:-}" = "--test" ]; then
+    for tool in chromium chromedriver; do
+      if ! command -v "$tool" >/dev/null 2>&1; then
+        packages+=(chromium chromium-driver)
+        break
+      fi
+    done
   fi
   echo "${packages[*]}"
 }
@@ -44,7 +54,7 @@ main() {
     exit 1
   fi
   local missing
-  missing=$(system_packages)
+  missing=$(system_packages "${1:-}")
   if [ -n "$missing" ]; then
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
