@@ -137,3 +137,20 @@ def test_report_reads_a_written_split_and_draws_the_product_confusion(tmp_path):
                                       "product      0.500     0.333",
                                       "mean         0.000     0.000"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tempering_the_face_moves_the_product_towards_the_voice(tmp_path):
+    """Sample 0: face (0.5, 0.4, 0.1), voice (0.1, 0.2, 0.7).  Temper 1 is the plain
+    product; temper 0 would be the voice alone; in between the voice's class 2 gains."""
+    frame = _rule_frame()
+    products = paired.tempered_products(frame, (1.0, 0.5, 0.0))
+    assert products[1.0] == pytest.approx(paired.rule_probs(frame)[paired.PRODUCT])
+    assert products[0.0][0, :3] == pytest.approx([0.1, 0.2, 0.7], abs=1e-4)
+    assert products[1.0][0, 2] < products[0.5][0, 2] < products[0.0][0, 2]
+    assert np.allclose([p.sum(axis=1) for p in products.values()], 1)
+    frame.to_parquet(tmp_path / "val.parquet", index=False)
+    text = paired.report(str(tmp_path / "val.parquet"))
+    assert "product with the face tempered" in text
+    assert [line.split()[0] for line in text.splitlines() if line[:3] in ("1.0", "0.8", "0.6",
+                                                                          "0.4")] == [
+        "1.0", "0.8", "0.6", "0.4"]
