@@ -193,6 +193,38 @@ N_MFCC = 13
 FUSION_MODES: tuple[str, ...] = ("fusion", "face_only", "voice_only")
 """Values of FUSION_MODE; null where neither a face nor speech is present."""
 
+# --- findings: session metadata, tasks, baselines (issue 17; README: Findings) -------------
+# Session metadata from a CSV manifest's optional columns, carried to every output.
+PARTICIPANT = "participant"
+STUDY = "study"
+SESSION = "session"
+RECORDED_AT = "recorded_at"  # timestamp (UTC) parsed from the manifest's ISO 8601 text
+METADATA_COLUMNS: tuple[str, ...] = (PARTICIPANT, STUDY, SESSION, RECORDED_AT)
+TASK = "task"  # the task marker a window (moment: its peak) lies in; null without markers
+WARNINGS = "warnings"  # clip rows: list<string>, one entry per bad marker or metadata value
+BASELINE_SOURCE = "baseline_source"  # clip rows: BASELINE_SOURCES
+BASELINE_WINDOWS = "baseline_windows"  # confident windows of the participant's baseline
+BASELINE_SOURCES: tuple[str, ...] = ("baseline_task", "session", "insufficient")
+"""Values of BASELINE_SOURCE: the windows of a task named ``baseline``, the whole session, or
+too few confident windows for either (``findings.min_baseline_windows``): no baseline, no
+``*_z`` values, no moments."""
+BASELINE_SIGNALS: tuple[str, ...] = (*PROB_COLUMNS, *FACE_PROB_COLUMNS, *VOICE_PROB_COLUMNS,
+                                     VALENCE, AROUSAL, FACE_VALENCE, FACE_AROUSAL,
+                                     VOICE_VALENCE, VOICE_AROUSAL, PITCH_HZ, LOUDNESS_DB)
+"""Timeline signals that get a baseline-relative value."""
+Z_SUFFIX = "_z"
+Z_COLUMNS: tuple[str, ...] = tuple(f"{c}{Z_SUFFIX}" for c in BASELINE_SIGNALS)
+"""``<signal>_z``: (value − the track's baseline median) / its robust spread (1.4826 × MAD,
+floored); null without a baseline or where the signal is null."""
+_METADATA_FIELDS = [pa.field(PARTICIPANT, pa.string()), pa.field(STUDY, pa.string()),
+                    pa.field(SESSION, pa.string()),
+                    pa.field(RECORDED_AT, pa.timestamp("us", tz="UTC"))]
+FINDINGS_TIMELINE_FIELDS = [*_METADATA_FIELDS, pa.field(TASK, pa.string()),
+                            *[pa.field(c, pa.float32()) for c in Z_COLUMNS]]
+FINDINGS_CLIP_FIELDS = [*_METADATA_FIELDS, pa.field(WARNINGS, pa.list_(pa.string())),
+                        pa.field(BASELINE_SOURCE, pa.string()),
+                        pa.field(BASELINE_WINDOWS, pa.int32())]
+
 TIMELINE_SCHEMA = pa.schema(
     [
         pa.field(CLIP_ID, pa.string(), nullable=False),
@@ -226,6 +258,7 @@ TIMELINE_SCHEMA = pa.schema(
         pa.field(SPEAKING_SCORE, pa.float32()),
         pa.field(OFFSCREEN_SPEECH, pa.bool_()),
         pa.field(ON_SCREEN, pa.bool_()),
+        *FINDINGS_TIMELINE_FIELDS,  # appended last and nullable: older files still read
     ]
 )
 """One row per clip × face track × window.  Face columns are null where ``face_present`` is
@@ -265,6 +298,7 @@ CLIP_SCHEMA = pa.schema(
         # Appended last and nullable, like MODEL_IDENTITY: older clip files still read.
         pa.field(VIDEO_DECODER, pa.string()),
         pa.field(PARTICIPANT_REASON, pa.string()),
+        *FINDINGS_CLIP_FIELDS,  # appended last and nullable: older files still read
     ]
 )
 """One row per input recording with its terminal :class:`Status`."""
@@ -346,3 +380,78 @@ CLIP_SUMMARY_SCHEMA = pa.schema(
 )
 """One row per clip between the timeline step and the writer: the clip's media facts (as on
 chunk rows), the summary it can know, and its timeline (``TIMELINE_SCHEMA`` structs)."""
+
+
+# --- findings: moments and per-task summaries (issue 17; README: Findings) -----------------
+MOMENT_KINDS: tuple[str, ...] = ("frustration", "confusion", "delight", "surprise")
+KIND = "kind"
+RANK = "rank"  # 1 = the clip's strongest moment
+START_S = "start_s"
+END_S = "end_s"
+PEAK_S = "peak_s"
+SCORE = "score"
+EVIDENCE = "evidence"  # the signals and modalities that drove the moment, with their _z
+MOMENTS = "moments"  # list<struct MOMENT_SCHEMA>: a clip's moments, between findings and write
+SEGMENTS = "segments"  # list<struct SEGMENT_SCHEMA>: likewise its per-task summaries
+DURATION = "duration_s"
+CONFIDENT_WINDOWS = "confident_windows"
+VALENCE_MEAN = "valence_mean"
+AROUSAL_MEAN = "arousal_mean"
+VALENCE_Z_MEAN = "valence_z_mean"
+AROUSAL_Z_MEAN = "arousal_z_mean"
+MOMENT_COUNT_COLUMNS: tuple[str, ...] = tuple(f"moments_{k}" for k in MOMENT_KINDS)
+STRONGEST_KIND = "strongest_moment_kind"
+STRONGEST_S = "strongest_moment_s"
+STRONGEST_SCORE = "strongest_moment_score"
+
+MOMENT_SCHEMA = pa.schema(
+    [
+        pa.field(CLIP_ID, pa.string(), nullable=False),
+        pa.field(URI, pa.string(), nullable=False),
+        *_METADATA_FIELDS,
+        pa.field(TRACK_ID, pa.int32()),
+        pa.field(KIND, pa.string(), nullable=False),
+        pa.field(RANK, pa.int32(), nullable=False),
+        pa.field(START_S, pa.float64(), nullable=False),
+        pa.field(END_S, pa.float64(), nullable=False),
+        pa.field(PEAK_S, pa.float64(), nullable=False),
+        pa.field(SCORE, pa.float32(), nullable=False),
+        pa.field(EVIDENCE, pa.string(), nullable=False),
+        pa.field(TASK, pa.string()),
+    ]
+)
+"""One row per moment (``OUT/moments/<clip_id>.parquet``), ranked by score."""
+
+SEGMENT_SCHEMA = pa.schema(
+    [
+        pa.field(CLIP_ID, pa.string(), nullable=False),
+        pa.field(URI, pa.string(), nullable=False),
+        *_METADATA_FIELDS,
+        pa.field(TASK, pa.string()),
+        pa.field(START_S, pa.float64(), nullable=False),
+        pa.field(END_S, pa.float64(), nullable=False),
+        pa.field(DURATION, pa.float64(), nullable=False),
+        pa.field(WINDOWS, pa.int32(), nullable=False),
+        pa.field(CONFIDENT_WINDOWS, pa.int32(), nullable=False),
+        pa.field(FACE_COVERAGE, pa.float32()),
+        pa.field(SPEECH_COVERAGE, pa.float32()),
+        pa.field(VALENCE_MEAN, pa.float32()),
+        pa.field(AROUSAL_MEAN, pa.float32()),
+        pa.field(VALENCE_Z_MEAN, pa.float32()),
+        pa.field(AROUSAL_Z_MEAN, pa.float32()),
+        *[pa.field(c, pa.float32()) for c in SHARE_COLUMNS],
+        *[pa.field(c, pa.int32(), nullable=False) for c in MOMENT_COUNT_COLUMNS],
+        pa.field(STRONGEST_KIND, pa.string()),
+        pa.field(STRONGEST_S, pa.float64()),
+        pa.field(STRONGEST_SCORE, pa.float32()),
+    ]
+)
+"""One row per clip × task marker, plus one with a null ``task`` for the whole session
+(``OUT/segments/<clip_id>.parquet``), of the participant's track (track 0)."""
+
+FINDINGS_SCHEMA = pa.schema(
+    [*FINDINGS_CLIP_FIELDS,
+     pa.field(MOMENTS, pa.list_(pa.struct(list(MOMENT_SCHEMA)))),
+     pa.field(SEGMENTS, pa.list_(pa.struct(list(SEGMENT_SCHEMA))))]
+)
+"""What the findings step adds to the clip summary rows before the writer."""

@@ -1,0 +1,1 @@
+"""Findings on planted sessions: threshold tuning and the figures of ``CARD.md``."""
