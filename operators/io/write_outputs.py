@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
 from operators import schema as S
-from operators.io.files import join, remove, write_parquet_atomic
+from operators.io.files import join, open_fs, remove, write_parquet_atomic
 from operators.resources import StageResources
 from operators.step import Step
 
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 TIMELINES_DIR = "timelines"
 CLIPS_DIR = "clips"
+MOMENTS_DIR = "moments"
+SEGMENTS_DIR = "segments"
 # Media facts that are meaningless when the probe never succeeded.
 _MEDIA_FACTS = (S.CONTAINER, S.VIDEO_CODEC, S.DURATION_S, S.FPS, S.WIDTH, S.HEIGHT, S.ROTATION,
                 S.HAS_AUDIO)
@@ -45,6 +48,32 @@ def clip_uri(out: str, clip_id: str) -> str:
     return join(out, CLIPS_DIR, f"{clip_id}.parquet")
 
 
+def moments_uri(out: str, clip_id: str) -> str:
+    return join(out, MOMENTS_DIR, f"{clip_id}.parquet")
+
+
+def segments_uri(out: str, clip_id: str) -> str:
+    return join(out, SEGMENTS_DIR, f"{clip_id}.parquet")
+
+
+def moment_counts(out: str, clip_ids, storage_options: dict[str, dict]) -> dict[str, int]:
+    """Moments per kind (``schema.MOMENT_KINDS``) in the moment files of ``clip_ids`` (a
+    clip without moments has no file)."""
+    counts = dict.fromkeys(S.MOMENT_KINDS, 0)
+    for clip_id in clip_ids:
+        fs, path = open_fs(moments_uri(out, clip_id), storage_options)
+        if not fs.exists(path):
+            continue
+        with fs.open(path, "rb") as handle:
+            for kind in pq.read_table(handle, columns=[S.KIND]).column(S.KIND).to_pylist():
+                counts[kind] += 1
+    return counts
+
+
+_FINDINGS = ((S.MOMENTS, S.MOMENT_SCHEMA, moments_uri), (S.SEGMENTS, S.SEGMENT_SCHEMA,
+                                                          segments_uri))
+
+
 def _clean(value):
     """Internal placeholders (NaN, "") become nulls in the written tables."""
     if isinstance(value, float) and math.isnan(value):
@@ -59,10 +88,13 @@ class TimelineWriter(Step):
 
     Reads one row per clip: the ``CLIP_SCHEMA`` summary columns and ``TIMELINE``.  Writes
     ``OUT/timelines/<clip_id>.parquet`` (``TIMELINE_SCHEMA``; removed when the clip has no
-    timeline, so a re-run never leaves a stale one) and ``OUT/clips/<clip_id>.parquet``
-    (``CLIP_SCHEMA``, one row).  File names derive from the clip id, so re-running the same
-    inputs replaces rows instead of duplicating them; each file is written atomically, the
-    timeline before the clip row, so a clip row always describes a complete timeline.
+    timeline, so a re-run never leaves a stale one), the findings when the plan has the
+    findings step (``MOMENTS``/``SEGMENTS`` columns): ``OUT/moments/<clip_id>.parquet``
+    (``MOMENT_SCHEMA``) and ``OUT/segments/<clip_id>.parquet`` (``SEGMENT_SCHEMA``), removed
+    when the clip has none, and ``OUT/clips/<clip_id>.parquet`` (``CLIP_SCHEMA``, one row).
+    File names derive from the clip id, so re-running the same inputs replaces rows instead
+    of duplicating them; each file is written atomically, the timeline and findings before
+    the clip row, so a clip row always describes complete ones.
     Placeholders become nulls (``_clean``): a clip whose frames no decoder read has a null
     ``VIDEO_DECODER``, one whose probe failed null media facts.
     Returns the clip rows (``CLIP_SCHEMA``).  Storage errors raise: they are infrastructure
@@ -83,7 +115,8 @@ class TimelineWriter(Step):
     def _clip_row(self, row: dict) -> dict:
         failed_probe = row[S.DURATION_S] is None or (
             isinstance(row[S.DURATION_S], float) and math.isnan(row[S.DURATION_S]))
-        clean = {k: _clean(v) for k, v in row.items() if k != S.TIMELINE}
+        clean = {k: _clean(v) for k, v in row.items()
+                 if k not in (S.TIMELINE, S.MOMENTS, S.SEGMENTS)}
         clean.setdefault(S.SIZE_BYTES, None)
         if failed_probe:
             clean.update(dict.fromkeys(_MEDIA_FACTS))
@@ -96,7 +129,8 @@ class TimelineWriter(Step):
 
     def write_failed(self, clip_id: str, uri: str, message: str) -> dict:
         """Record a clip whose rows never arrived (its tasks failed on every retry)."""
-        remove(timeline_uri(self.config.out, clip_id), self.config.storage_options)
+        for uri in (timeline_uri, moments_uri, segments_uri):
+            remove(uri(self.config.out, clip_id), self.config.storage_options)
         status = S.decide_status(clip_lost=True)
         row = self._clip_row({S.CLIP_ID: clip_id, S.URI: uri, S.STATUS: status.value,
                               S.ERROR: message, S.DURATION_S: None})
@@ -106,7 +140,8 @@ class TimelineWriter(Step):
 
     def process(self, batch: pa.Table) -> pa.Table:
         clip_rows = []
-        summaries = batch.drop_columns([S.TIMELINE]).to_pylist()
+        findings = [f for f in _FINDINGS if f[0] in batch.column_names]
+        summaries = batch.drop_columns([S.TIMELINE, *(f[0] for f in findings)]).to_pylist()
         for i, row in enumerate(summaries):
             clip_id = row[S.CLIP_ID]
             if len(batch.column(S.TIMELINE)[i]):
@@ -117,6 +152,14 @@ class TimelineWriter(Step):
                                      self.config.storage_options)
             else:
                 remove(timeline_uri(self.config.out, clip_id), self.config.storage_options)
+            for column, schema, uri in findings:
+                rows = batch.column(column)[i].as_py()
+                if rows:
+                    write_parquet_atomic(pa.Table.from_pylist(rows, schema=schema),
+                                         uri(self.config.out, clip_id),
+                                         self.config.storage_options)
+                else:
+                    remove(uri(self.config.out, clip_id), self.config.storage_options)
             clip_row = self._clip_row(row)
             write_parquet_atomic(pa.Table.from_pylist([clip_row], schema=S.CLIP_SCHEMA),
                                  clip_uri(self.config.out, clip_id), self.config.storage_options)

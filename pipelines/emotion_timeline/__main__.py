@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how face and voice combine (default product: face × voice "
                              "probabilities; learnt needs --set fusion_model=...; face_only "
                              "runs no voice model)")
+    parser.add_argument("--tasks", metavar="FILE.csv",
+                        help="task markers: a CSV with columns uri,task,start_s,end_s (uri may "
+                             "be the file name); <recording>.tasks.csv files next to the "
+                             "recordings are read too")
     parser.add_argument("--voice-model", help="voice model: .pt/TorchScript file or MLflow URI "
                                               "(default: the shipped RAVDESS network)")
 
@@ -50,7 +54,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Run the job; failures raise (``run_command`` turns them into exit codes)."""
     overrides = cli_overrides(args, {
         "address": "address", "tracking_uri": "tracking.uri", "face_model": "face_model",
-        "fusion": "fusion", "voice_model": "voice_model"})
+        "fusion": "fusion", "voice_model": "voice_model", "tasks": "tasks"})
     config = load_config(args.config, overrides)
     result = run(args.input, args.out, config)
     logger.info("%s", result.summary_line())

@@ -2,7 +2,8 @@
 
     inputs ─ stage ─ probe ─ decode ─ [voice emotion] ─ voice features ─ detect faces ─┐
     (1 row/clip)  (fused: 1 task per clip)  (chunk rows)    face emotion ─────────────┘
-          groupby clip ─ timeline (product rule | learnt fusion | face only) ─ write ─ clip rows
+          groupby clip ─ timeline (product rule | learnt fusion | face only) ─ findings
+                                                                          ─ write ─ clip rows
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from operators import schema as S
 from operators.audio.voice_emotion import VoiceEmotion, VoiceEmotionConfig
 from operators.audio.voice_features import VoiceFeatures
 from operators.batches import ToListColumns
+from operators.findings.context import ClipContext
+from operators.findings.find_moments import Findings
 from operators.fusion.build_timeline import BuildTimeline
 from operators.io.decode_frames import DecodeFrames
 from operators.io.probe_media import ProbeMedia
@@ -82,11 +85,13 @@ def build(
     gpus: bool,
     cpus: float,
     after: Sequence[Step] = (),
+    contexts: dict[str, ClipContext] | None = None,
 ) -> ray.data.Dataset:
     """The lazy dataset of clip rows written by ``writer`` (``CLIP_SCHEMA``; the job runner
     makes it with :func:`make_writer` and writes the failed clips' rows with it too);
     consuming the dataset runs the job.  ``after``: steps on the written clip rows (the
-    nightly job's state record), in the same plan."""
+    nightly job's state record), in the same plan.  ``contexts``: each clip's session
+    metadata and task markers (``pipelines.emotion_timeline.sessions``) for the findings."""
     res = config.resources
     # Start no more detector actors than fit beside a decoder and the small actors: actors
     # hold their CPUs, and a pool that cannot start deadlocks the job on a small node.
@@ -116,6 +121,7 @@ def build(
         BuildTimeline(config.timeline, config.voice.min_speech_ratio,
                       models.fusion_checkpoint, product=models.fusion == "product",
                       resources=res.timeline, participant=config.participant),
+        Findings(config.findings, contexts, res.timeline),
         writer,
         *after,
     ]

@@ -12,6 +12,7 @@ from infra.preflight import PreflightConfig
 from infra.storage import StorageConfig
 from infra.tracking import TrackingConfig
 from operators.audio.voice_features import VoiceFeaturesConfig
+from operators.findings.config import FindingsConfig
 from operators.fusion.build_timeline import TimelineConfig
 from operators.fusion.participant import ParticipantConfig
 from operators.io.decode_frames import DecodeConfig
@@ -106,6 +107,11 @@ class TimelineJobConfig(BaseModel):
     detector: FaceDetectorConfig = FaceDetectorConfig()
     voice: VoiceFeaturesConfig = VoiceFeaturesConfig()
     timeline: TimelineConfig = TimelineConfig()
+    # Baselines, moment rules and task-marker checks (README: Findings).
+    findings: FindingsConfig = FindingsConfig()
+    # Task markers (uri,task,start_s,end_s) for the run's recordings, besides the sidecar
+    # <recording name>.tasks.csv files found next to them; `--tasks` sets it.
+    tasks: str | None = None
     # Where the participant is, when a study knows its layout (README: Who is the
     # participant); by default the participant is chosen from evidence.
     participant: ParticipantConfig = ParticipantConfig()

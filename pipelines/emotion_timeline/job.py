@@ -20,6 +20,7 @@ from operators import schema as S
 from pipelines import runner
 from pipelines.emotion_timeline.build import ResolvedModels, build, make_writer
 from pipelines.emotion_timeline.config import TimelineJobConfig
+from pipelines.emotion_timeline.sessions import clip_contexts
 
 logger = logging.getLogger("emoray.run")
 
@@ -98,11 +99,14 @@ def run(input_spec: str, out: str, config: TimelineJobConfig) -> JobResult:
     started = time.perf_counter()
     job = start(input_spec, out, config)
     logger.info("%d recording(s) from %s -> %s", len(job.inputs), input_spec, job.out)
+    # metadata and task markers: a bad tasks file fails here, before any run is recorded
+    contexts = clip_contexts(input_spec, job.inputs, config.storage, config.tasks)
     params = {"input": input_spec, "out": job.out, **config.model_dump(mode="json")}
     with tracked_run(config.tracking, "timeline", params) as run_id:
         writer = make_writer(config, job.out, run_id, job.models)
         done = runner.execute_plan(job, job.inputs, writer,
-                                   partial(build, config, job.inputs, models=job.models))
+                                   partial(build, config, job.inputs, models=job.models,
+                                           contexts=contexts))
         clips = done.clips
         wall = time.perf_counter() - started
         video = float(clips[S.DURATION_S].fillna(0).sum())

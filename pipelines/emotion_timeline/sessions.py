@@ -113,7 +113,7 @@ def _metadata(spec: str, inputs: list[InputRef], config: StorageConfig
                     stamp.tz_convert("UTC"))
                 values[S.RECORDED_AT] = stamp.to_pydatetime()
             except ValueError:
-                warnings[ref.uri].append(f"{spec} row {number}: recorded_at {text!r} is not "
+                warnings[ref.uri].append(f"{_name(spec)} row {number}: recorded_at {text!r} is not "
                                          "an ISO 8601 time; left null")
         metadata[ref.uri] = values
     return metadata, warnings
@@ -143,7 +143,8 @@ def clip_contexts(spec: str, inputs: list[InputRef], config: StorageConfig,
                   tasks: str | None = None) -> dict[str, ClipContext]:
     """Clip id → :class:`ClipContext` for the run's ``inputs`` (listed from ``spec``), with
     the markers of ``tasks`` (a CSV file or URI) and of the sidecar files."""
-    metadata, warnings = _metadata(spec, inputs, config)
+    metadata, found = _metadata(spec, inputs, config)
+    warnings: dict[str, list[str]] = defaultdict(list, found)
     markers: dict[str, list[Marker]] = defaultdict(list)
     by_uri = {_canonical(ref.uri): ref.uri for ref in inputs}
     by_name: dict[str, list[str]] = defaultdict(list)

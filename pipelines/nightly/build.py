@@ -13,6 +13,7 @@ import ray.data
 
 from infra.storage import InputRef
 from operators import schema as S
+from operators.findings.context import ClipContext
 from operators.io.files import StorageOptions
 from operators.io.write_outputs import TimelineWriter
 from operators.resources import StageResources
@@ -47,10 +48,10 @@ class StateRecorder(Step):
 
 
 def build(config: NightlyJobConfig, inputs: list[InputRef], *, models: ResolvedModels,
-          recorder: StateRecorder, writer: TimelineWriter, gpus: bool,
-          cpus: float) -> ray.data.Dataset:
+          recorder: StateRecorder, writer: TimelineWriter, gpus: bool, cpus: float,
+          contexts: dict[str, ClipContext] | None = None) -> ray.data.Dataset:
     """The lazy dataset of clip rows written by ``writer`` and recorded by ``recorder``;
     consuming it runs the job.  (The job runner passes the clips it records as failed on
-    the driver through ``recorder`` as well.)"""
+    the driver through ``recorder`` as well.)  ``contexts``: as the timeline job's."""
     return build_timeline(config, inputs, models=models, writer=writer, gpus=gpus, cpus=cpus,
-                          after=(recorder,))
+                          after=(recorder,), contexts=contexts)
