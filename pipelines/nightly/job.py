@@ -15,11 +15,13 @@ import pandas as pd
 
 from infra.dashboards import append_daily, log_nightly_run, run_summary
 from infra.lease import Lease, lease_dir
-from infra.tracking import tracked_run
+from infra.tracking import log_job_results, tracked_run
 from operators import schema as S
+from operators.io.write_outputs import moment_counts
 from pipelines import runner
 from pipelines.emotion_timeline.build import make_writer
 from pipelines.emotion_timeline.job import start
+from pipelines.emotion_timeline.sessions import clip_contexts
 from pipelines.nightly.build import StateRecorder, build
 from pipelines.nightly.config import NightlyJobConfig
 from pipelines.nightly.state import Plan, Recording, compact, make_plan, read_state
@@ -85,6 +87,9 @@ def run(input_spec: str, out: str, config: NightlyJobConfig, *, since: datetime 
                 "emoray.model_identity": job.models.identity,
                 "emoray.face_model": job.models.face_name,
                 "emoray.input": input_spec, "emoray.out": job.out})
+            # moments found in this run's clips, per kind (README: Findings)
+            log_job_results({f"moments_{kind}": float(n) for kind, n in moment_counts(
+                job.out, clips[S.CLIP_ID], options).items()}, {})
             compact(job.out, options)
     return NightlyResult(plan, clips, run_id, time.perf_counter() - started, summary)
 
@@ -102,6 +107,8 @@ def _process(job: runner.Job, plan: Plan, run_id: str) -> tuple[pd.DataFrame, di
                               for p in plan.selected}, job.config.resources.writer)
     done = runner.execute_plan(
         job, inputs, make_writer(job.config, job.out, run_id, job.models),
-        partial(build, job.config, inputs, models=job.models, recorder=recorder),
+        partial(build, job.config, inputs, models=job.models, recorder=recorder,
+                contexts=clip_contexts(job.input_spec, job.inputs, job.config.storage,
+                                       job.config.tasks)),
         after_write=(recorder,))
     return done.clips, done.stage_seconds
