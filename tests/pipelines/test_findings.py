@@ -22,8 +22,8 @@ from tests.fixtures.shared_data import SHARED_DATA
 pytestmark = pytest.mark.integration
 
 BUCKET = "study"
-# Short sessions: a 15 s baseline, three 8–10 s planted segments, 6–8 s gaps (~60 s each).
-PLAN = {"baseline_s": 15.0, "segment_s": (8.0, 10.0), "gap_s": (6.0, 8.0), "tail_s": 5.0}
+# Short sessions: a 20 s baseline, three 8–10 s planted segments, 6–8 s gaps (~65 s each).
+PLAN = {"baseline_s": 20.0, "segment_s": (8.0, 10.0), "gap_s": (6.0, 8.0), "tail_s": 5.0}
 SEED = 4100
 MIN_FOUND = 4
 """Of the 6 planted segments: the rules found 0.67–0.73 of them on the planted sessions
@@ -85,7 +85,9 @@ def test_outputs_match_their_schemas_and_carry_the_session_metadata(job):
     assert clips.loc[first, S.PARTICIPANT] == "P01"
     assert clips.loc[first, S.RECORDED_AT] == datetime(2026, 5, 4, 10, 30, tzinfo=UTC)
     assert pd.isna(clips.loc[second, S.RECORDED_AT])
-    assert set(clips[S.BASELINE_SOURCE]) == {"baseline_task"}
+    # the baseline task when it has enough confident windows, else the session
+    assert set(clips[S.BASELINE_SOURCE]) <= {"baseline_task", "session"}
+    assert (clips[S.BASELINE_WINDOWS] >= 20).all()
     for name in ("moments", "segments", "timelines"):
         table = job[name].to_table().to_pandas()
         assert set(table.groupby(S.URI)[S.PARTICIPANT].first()) == {"P01", "P02"}, name
@@ -109,7 +111,8 @@ def test_bad_marker_rows_are_warnings_and_the_other_outputs_are_complete(job):
             None, "baseline", "search", "checkout"]
         whole = rows.iloc[0]
         assert whole[S.DURATION] == pytest.approx(session.duration_s, abs=0.2)
-        assert whole[S.FACE_COVERAGE] > 0.9 and whole[S.SPEECH_COVERAGE] > 0.5
+        # the participant's track: a photo change can start a second track for a while
+        assert whole[S.FACE_COVERAGE] > 0.5 and whole[S.SPEECH_COVERAGE] > 0.5
         assert whole[list(S.MOMENT_COUNT_COLUMNS)].sum() == (
             rows.iloc[1:][list(S.MOMENT_COUNT_COLUMNS)].sum().sum())
 
