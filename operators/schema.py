@@ -185,7 +185,8 @@ MODEL_IDENTITY = "model_identity"
 # Which library decoded the clip's pictures: "decord" (the default path) or "pyav" (a stream
 # decord cannot open or read, e.g. AV1, or keyframes too far apart); null when none did.
 VIDEO_DECODER = "video_decoder"
-# Why track 0 was chosen as the participant: the evidence that decided (README: Participant).
+# Why track 0 was chosen as the participant: the evidence that decided (README: Who is the
+# participant).
 PARTICIPANT_REASON = "participant_reason"
 
 N_MFCC = 13

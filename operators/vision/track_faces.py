@@ -37,12 +37,13 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def link_tracks(
     frame_ts: np.ndarray, face_frame: np.ndarray, boxes: np.ndarray, config: TrackConfig
 ) -> np.ndarray:
-    """Track id of every detection: 0 = participant, 1.. = other people, -1 = dropped.
+    """Track id of every detection: 0 = the most-seen face, 1.. = the others, -1 = dropped.
 
     ``face_frame`` indexes ``frame_ts`` (sorted by time); ``boxes`` are (n, 4).  Detections
     are linked greedily frame to frame by IoU, tracks that end are rejoined by later tracks
-    that start where they ended, short tracks are dropped, and the participant is the track
-    with the most detections (ties: the larger face).  Others are numbered by size.
+    that start where they ended, short tracks are dropped, and tracks are numbered by
+    detections (ties: the larger face first).  Who of them is the participant is decided
+    later, from evidence (``operators.fusion.participant.choose_participant``).
     """
     n = len(face_frame)
     raw = np.full(n, -1, np.int64)
