@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import ray
 
@@ -55,3 +56,15 @@ def dead_nodes() -> dict[str, str]:
         dead[node["NodeID"]] = (f"{node.get('NodeManagerAddress', '?')} (node id "
                                 f"{node['NodeID'][:12]}{', ' + why if why else ''})")
     return dead
+
+
+def lost_since(already_dead: dict[str, str], wait_s: float = 0.0) -> list[str]:
+    """The nodes that died since ``already_dead`` was read (:func:`dead_nodes`), by name.
+    With ``wait_s``, waits up to that long for one: a node that vanished is declared dead
+    only when it has missed Ray's health checks, seconds after its tasks failed."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        lost = [name for node, name in dead_nodes().items() if node not in already_dead]
+        if lost or time.monotonic() >= deadline:
+            return lost
+        time.sleep(1.0)

@@ -320,13 +320,19 @@ def apply_steps(ds: ray.data.Dataset, steps: Sequence[Step], schema: pa.Schema, 
                 gpu_share: float = 0.0, shuffle_partitions: int = 1) -> ray.data.Dataset:
     """``ds`` (whose rows have ``schema``'s columns) through ``steps``, in order (see the
     module docstring).  ``gpu_share``: the GPU fraction each ``gpu`` step's workers take (0:
-    none, no GPU in the cluster).  ``shuffle_partitions``: partitions of the
-    ``groupby(CLIP_ID)`` before a ``CLIP`` step."""
+    none, no GPU in the cluster); the other steps then keep off GPU nodes while CPU nodes
+    have room.  ``shuffle_partitions``: partitions of the ``groupby(CLIP_ID)`` before a
+    ``CLIP`` step."""
     for step, out in zip(steps, check_plan(steps, schema), strict=True):
         resources = step.resources
         if gpu_share and step.gpu:
             resources = resources.model_copy(update={"num_gpus": gpu_share})
-        args = resources.remote_args(stateful=step.actor)
+        # Ray Data spreads work over every node, GPU nodes included; Ray's default policy
+        # places work that needs no GPU on nodes without one while any has room
+        # (scheduler_avoid_gpu_nodes), so decoders leave the GPU nodes' CPUs to feed them.
+        # (Every such step alike, or Ray would not fuse stage, probe, decode and voice.)
+        placement = {"scheduling_strategy": "DEFAULT"} if gpu_share and not step.gpu else {}
+        args = {**resources.remote_args(stateful=step.actor), **placement}
         if step.grain is Grain.ROW:
             ds = ds.map(_named(StepRunner(step, out)), **args)
         elif step.grain is Grain.ROWS:
@@ -339,8 +345,8 @@ def apply_steps(ds: ray.data.Dataset, steps: Sequence[Step], schema: pa.Schema, 
             actor = type(step.name, (_ActorRunner,), {"__module__": __name__})
             ds = ds.map_batches(actor, batch_format=step.batch_format,
                                 fn_constructor_kwargs={"step": step, "schema": out},
-                                **resources.map_batches_kwargs(stateful=True))
+                                **resources.map_batches_kwargs(stateful=True), **placement)
         else:
             ds = ds.map_batches(_named(StepRunner(step, out)), batch_format=step.batch_format,
-                                **resources.map_batches_kwargs(stateful=False))
+                                **resources.map_batches_kwargs(stateful=False), **placement)
     return ds

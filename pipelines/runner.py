@@ -143,9 +143,11 @@ def execute_plan(job: Job, inputs: list[InputRef], writer: TimelineWriter, build
         ds = build(writer=writer, gpus=ray_cluster.cluster_has_gpus(),
                    cpus=ray.cluster_resources().get("CPU", 1.0))
         already_dead = ray_cluster.dead_nodes()
+        # One node cannot be lost without its driver: only a cluster waits for the verdict.
+        several = len(ray.nodes()) - len(already_dead) > 1
         return execute(ds, inputs, writer, after_write=after_write, output_check=watch,
-                       lost_nodes=lambda: [name for node, name in ray_cluster.dead_nodes()
-                                           .items() if node not in already_dead])
+                       lost_nodes=lambda suspect: ray_cluster.lost_since(
+                           already_dead, _NODE_VERDICT_S if suspect and several else 0.0))
     finally:
         if owns_ray:
             ray.shutdown()
@@ -167,16 +169,19 @@ def output_watch(out: str, config: JobConfig) -> Callable[[], None]:
 def execute(ds: ray.data.Dataset, inputs: list[InputRef], writer: TimelineWriter, *,
             after_write: Sequence[AfterWrite] = (),
             output_check: Callable[[], None] | None = None,
-            lost_nodes: Callable[[], list[str]] | None = None) -> Execution:
+            lost_nodes: Callable[[bool], list[str]] | None = None) -> Execution:
     """Run the job's dataset.  Every input ends with exactly one clip row: the one its
     workers wrote, or a ``failed`` row naming the reason, written by ``writer`` on the
     driver and passed through ``after_write``.  Whenever Ray Data drops a block,
     ``output_check`` runs: when the output went away, it raises and the run ends at once
-    (every later write would fail too).  ``lost_nodes``: the cluster's nodes that died
-    during the run, named in the ``failed`` rows' reason."""
+    (every later write would fail too).  ``lost_nodes(suspect)``: the cluster's nodes that
+    died during the run, named in the ``failed`` rows' reason (``suspect``: blocks were
+    lost the way a node's death loses them, so it may wait for Ray's verdict)."""
     with ray_logs.BlockErrors() as dropped:
         written = _collect(ds, dropped, output_check)
-    lost = lost_nodes() if lost_nodes is not None else []
+    suspect = any(e.error_type in _WORKER_DIED + _NODE_LOST + _UNREACHABLE
+                  for e in dropped.errors)
+    lost = lost_nodes(suspect) if lost_nodes is not None else []
     if lost:
         logger.warning("node(s) lost during the run: %s", "; ".join(lost))
     clips = _record_failures(inputs, written, writer, dropped.errors, after_write=after_write,
@@ -276,6 +281,13 @@ def _record_failures(inputs: list[InputRef], clips: pd.DataFrame, writer: Timeli
 _WORKER_DIED = ("WorkerCrashedError", "OutOfMemoryError")
 _ROWS_REFUSED = ("ContractError", "ArrowInvalid", "ArrowTypeError", "ArrowConversionError")
 _NODE_LOST = ("NodeDiedError",)
+# Errors of tasks whose node may have vanished before Ray declared it dead, and how long
+# to wait for that verdict (Ray's health checks: 5 missed checks 3 s apart by default).
+_UNREACHABLE = ("ActorUnavailableError", "ActorDiedError", "ObjectLostError",
+                "OwnerDiedError", "ObjectReconstructionFailedError",
+                "ObjectReconstructionFailedMaxAttemptsExceededError",
+                "ObjectReconstructionFailedLineageEvictedError")
+_NODE_VERDICT_S = 30.0
 _ADVICE = {
     "lost": ("a node of the cluster was lost during the run, with the tasks and actors on "
              "it. Run the same command again to process this clip"),

@@ -22,8 +22,8 @@ ffmpeg children) is sampled every ``--interval`` s and each process's CPU time i
 to what it is doing (Ray titles a worker after its task or actor, e.g.
 ``ray::MapWorker(MapBatches(FaceDetector))``):
 
-    start-up        launch until the first pipeline task runs (imports, preflight, models,
-                    Ray's start, planning): wall seconds, and the CPU used meanwhile
+    start-up        launch until the first pipeline worker exists (imports, preflight,
+                    models, Ray's start, planning): wall seconds, and the CPU used meanwhile
     stage/decode    staging, probing, decoding and the voice steps fused with them, and
                     their ffmpeg processes
     detection       FaceDetector actors          emotion     FaceEmotion actors
@@ -34,10 +34,11 @@ to what it is doing (Ray titles a worker after its task or actor, e.g.
     other           CPU the machine used outside the sampled tree: short-lived processes
                     the sampling missed, and any other work on the machine
 
-The stage/detection/... shares are of the cores' time while the pipeline ran (first to
-last pipeline task); ``processing_s`` (the steps' own compute seconds, from the clip rows)
-is printed beside them.  ``--memory`` adds the peak PSS of the tree (its sampling costs
-CPU itself: leave it off for the CPU figures).  Writes OUT/bench_batch.json.
+Shares are of the cores' time over the whole run (cores × wall); the wall time is split
+into start-up, pipeline (while pipeline workers exist) and shut-down.  ``processing_s``
+(the steps' own compute seconds, from the clip rows) is printed beside them.
+``--memory`` adds the peak PSS of the tree (its sampling costs CPU itself: leave it off for
+the CPU figures).  Writes OUT/bench_batch.json.
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ def machine_cpu() -> tuple[float, float]:
 class TreeSampler(threading.Thread):
     """CPU seconds of a process and its descendants, credited per sample to what each is
     doing (:func:`category` of its title; a child without one, such as ffmpeg, is its
-    worker's work); the first and last moments any pipeline step ran."""
+    worker's work; everything before the first pipeline worker is start-up); the first
+    and last moments a pipeline worker existed."""
 
     def __init__(self, root: int, *, interval: float, memory: bool):
         super().__init__(daemon=True)
@@ -142,6 +144,7 @@ class TreeSampler(threading.Thread):
         self.first_task: float | None = None
         self.last_task: float | None = None
         self.peak_pss = 0
+        self.titles: dict[str, set[str]] = {}  # what each category was made of, to check it
         self._halt = threading.Event()
         self._last: dict[int, float] = {}
         self._procs: dict[int, psutil.Process] = {}
@@ -160,6 +163,7 @@ class TreeSampler(threading.Thread):
             return
         now = time.monotonic()
         titles = {p.pid: self._title(p) for p in tree}
+        starting = self.first_task is None and not any(map(category, titles.values()))
         pss = 0
         for proc in tree:
             # Reuse Process objects: psutil tells a reused pid from the same process.
@@ -184,7 +188,8 @@ class TreeSampler(threading.Thread):
             if kind is not None:
                 self.first_task = self.first_task or now
                 self.last_task = now
-            name = kind or "Ray + driver"
+            name = "start-up" if starting else kind or "Ray + driver"
+            self.titles.setdefault(name, set()).add(titles.get(proc.pid, "?")[:90])
             self.seconds[name] = self.seconds.get(name, 0.0) + delta
         self.peak_pss = max(self.peak_pss, pss)
 
@@ -231,9 +236,7 @@ def run_workload(name: str, inputs: Path, out: Path, overrides: list[str], *,
     last = (sampler.last_task or ended) - started
     seconds = dict(sampler.seconds)
     job_cpu = sum(seconds.values())
-    # The driver and Ray burn CPU before the first pipeline task too: that is start-up.
-    breakdown = {k: seconds.get(k, 0.0) for k in PIPELINE}
-    breakdown["Ray + driver"] = seconds.get("Ray + driver", 0.0)
+    breakdown = {k: seconds.get(k, 0.0) for k in ("start-up", *PIPELINE, "Ray + driver")}
     breakdown["other"] = max(0.0, machine_busy - job_cpu)
     breakdown["idle"] = max(0.0, capacity - machine_busy)
     return {
@@ -248,6 +251,7 @@ def run_workload(name: str, inputs: Path, out: Path, overrides: list[str], *,
         "core_share": {k: round(v / capacity, 3) for k, v in breakdown.items()},
         "steps_processing_s": round(float(clips["processing_s"].fillna(0).sum()), 1),
         "peak_pss_mib": round(sampler.peak_pss / 2**20) if memory else None,
+        "process_titles": {k: sorted(v) for k, v in sampler.titles.items()},
         "load_avg_before": [round(v, 2) for v in load_before],
         "load_avg_after": [round(v, 2) for v in os.getloadavg()],
         "overrides": overrides, "log": str(log),
@@ -269,9 +273,6 @@ def print_report(r: dict[str, Any]) -> None:
                                 if r["peak_pss_mib"] else ""))
     print(f"  where the cores' time went (core-seconds, share of {r['cores']} cores × wall):")
     for name in ORDER:
-        if name == "start-up":
-            print(f"    {'start-up (wall s, cores mostly idle)':<38}{r['startup_s']:8.1f} s")
-            continue
         print(f"    {name:<38}{r['core_seconds'][name]:8.1f} s  "
               f"{100 * r['core_share'][name]:5.1f}%")
     print(f"  steps' own compute seconds (clip rows' processing_s): "
