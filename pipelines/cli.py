@@ -9,6 +9,7 @@ from infra import submit as submit_cmd
 from infra.logs import setup_logging
 from pipelines.emotion_timeline import __main__ as timeline_job
 from pipelines.nightly import __main__ as nightly_job
+from pipelines.report import __main__ as report_job
 from pipelines.runner import add_debug_argument, run_command
 from pipelines.sample_media import __main__ as sample_job
 from pipelines.train_model import __main__ as train_job
@@ -31,12 +32,17 @@ def main(argv: list[str] | None = None) -> int:
                              description=nightly_job.__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     nightly_job.add_arguments(nightly)
+    report = sub.add_parser("report", help="review sessions in the browser: an index, one page "
+                                           "per session (video + timeline), exports",
+                            description=report_job.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    report_job.add_arguments(report)
     submit = sub.add_parser("submit", help="run an emoray job on a Ray cluster (Jobs API) and "
                                            "stream its logs", description=submit_cmd.__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     submit_cmd.add_arguments(submit)
     handlers = {"run": timeline_job.run_from_args, "nightly": nightly_job.run_from_args,
-                "submit": submit_cmd.run_from_args}
+                "submit": submit_cmd.run_from_args, "report": report_job.run_from_args}
     for name, (add_arguments, handler, help_text) in train_job.COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help_text, description=train_job.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter))

@@ -25,6 +25,7 @@ from pipelines.emotion_timeline.sessions import clip_contexts
 from pipelines.nightly.build import StateRecorder, build
 from pipelines.nightly.config import NightlyJobConfig
 from pipelines.nightly.state import Plan, Recording, compact, make_plan, read_state
+from pipelines.report.build import refresh_output_report
 
 logger = logging.getLogger("emoray.nightly")
 
@@ -91,6 +92,9 @@ def run(input_spec: str, out: str, config: NightlyJobConfig, *, since: datetime 
             log_job_results({f"moments_{kind}": float(n) for kind, n in moment_counts(
                 job.out, clips[S.CLIP_ID], options).items()}, {})
             compact(job.out, options)
+            # OUT/report: the processed clips' pages again, the index of all; its HTML
+            # becomes artifacts of this run.
+            refresh_output_report(job.out, options, clips[S.CLIP_ID])
     return NightlyResult(plan, clips, run_id, time.perf_counter() - started, summary)
 
 

@@ -1,0 +1,1 @@
+"""``emoray report``: review sessions in the browser (see ``build.py``)."""
