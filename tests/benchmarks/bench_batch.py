@@ -64,9 +64,9 @@ EMORAY = Path(sys.executable).with_name("emoray")
 CATEGORIES = (
     ("detection", ("FaceDetector",)),
     ("emotion", ("FaceEmotion",)),
-    ("timeline+write", ("BuildTimeline", "TimelineWriter", "StateRecorder")),
-    ("shuffle", ("ToListColumns", "Shuffle", "Aggregat", "Partition", "Sort", "Reduce",
-                 "MapGroups", "groupby")),
+    ("timeline+write", ("build_timeline", "BuildTimeline", "TimelineWriter", "StateRecorder")),
+    ("shuffle", ("to_list_columns", "ToListColumns", "Shuffle", "Aggregat", "Partition", "Sort",
+                 "Reduce", "MapGroups", "groupby")),
     ("stage/decode", ("decode", "probe", "stage", "Voice")),
 )
 PIPELINE = tuple(name for name, _ in CATEGORIES)
