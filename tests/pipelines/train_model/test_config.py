@@ -13,8 +13,8 @@ from pipelines.train_model.config import config_json, load_train_config
 CONFIGS = Path(__file__).parents[3] / "pipelines" / "train_model" / "configs"
 
 
-@pytest.mark.parametrize("name", ["face_fer2013", "face_ferplus", "voice_ravdess", "fusion",
-                                  "temporal"])
+@pytest.mark.parametrize("name", ["face_fer2013", "face_ferplus", "voice_ravdess",
+                                  "voice_ravdess_speaker_norm", "fusion", "temporal"])
 def test_example_configs_load(name):
     config = load_train_config(CONFIGS / f"{name}.yaml")
     assert config.task == name.split("_")[0]

@@ -55,13 +55,16 @@ def test_fold_table_gives_mean_and_sample_sd():
     assert "| mean ± sd | | 0.700 ± 0.100 | 0.600 ± 0.100 |" in table
 
 
+CANDIDATE = "pipelines/train_model/configs/voice_ravdess_speaker_norm.yaml"
+
+
 def test_folds_take_validation_speakers_from_the_training_data(tmp_path):
-    config = load_train_config("pipelines/train_model/configs/voice_ravdess.yaml")
+    config = load_train_config(CANDIDATE)
     assert config.data.val is None and config.folds is None
-    assert load_train_config("pipelines/train_model/configs/voice_ravdess.yaml",
-                             ["folds=5"]).folds == 5
+    assert config.model.hparams["speaker_norm"] is True
+    assert load_train_config(CANDIDATE, ["folds=5"]).folds == 5
     with pytest.raises(ValueError, match="greater than or equal to 2"):
-        load_train_config("pipelines/train_model/configs/voice_ravdess.yaml", ["folds=1"])
+        load_train_config(CANDIDATE, ["folds=1"])
 
 
 def test_each_subject_is_normalised_by_its_own_statistics(ravdess_root):
