@@ -59,18 +59,19 @@ def lanes(timeline: pd.DataFrame, duration_s: float | None, max_points: int = MA
     main, main_label = _main_rows(timeline)
     by_bucket = main.groupby("_bucket")
 
-    def mean(column: str) -> list[float | None]:
-        return _values(by_bucket[column].mean().reindex(grid))
+    def mean(column: str, frame: pd.DataFrame = main) -> list[float | None]:
+        return _values(frame.groupby("_bucket")[column].mean().reindex(grid))
 
     def share(frame: pd.DataFrame, column: str) -> list[float | None]:
         values = frame[column].astype("float64")
         return _values(values.groupby(frame["_bucket"]).mean().reindex(grid))
 
-    def probabilities(columns: tuple[str, ...]) -> list[list[float | None]] | None:
-        present = _columns(main, columns)
-        if len(present) != len(columns) or main[present].isna().all().all():
+    def probabilities(columns: tuple[str, ...], frame: pd.DataFrame = main
+                      ) -> list[list[float | None]] | None:
+        present = _columns(frame, columns)
+        if not len(frame) or len(present) != len(columns) or frame[present].isna().all().all():
             return None
-        return [mean(c) for c in present]
+        return [mean(c, frame) for c in present]
 
     def label(values: pd.Series) -> str | None:
         counts = values.value_counts(dropna=False)
@@ -112,6 +113,10 @@ def lanes(timeline: pd.DataFrame, duration_s: float | None, max_points: int = MA
         "fused": probabilities(S.PROB_COLUMNS),
         "face": probabilities(S.FACE_PROB_COLUMNS),
         "voice": probabilities(S.VOICE_PROB_COLUMNS),
+        # Speech no face on screen was seen speaking (its own rows, without a track): the
+        # voice model's reading of it, apart from the participant's.
+        "offscreen_voice": probabilities(S.VOICE_PROB_COLUMNS, timeline[
+            timeline[S.TRACK_ID].isna()]) if main_label.startswith("participant") else None,
         "dominant": [None if v is None or (isinstance(v, float) and math.isnan(v)) else v
                      for v in dominant.tolist()],
         "va": valence_arousal,

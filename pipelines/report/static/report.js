@@ -7,9 +7,9 @@
   var SVG = "http://www.w3.org/2000/svg";
   var COLORS = {
     angry: "#d62728", disgust: "#6b8e23", fear: "#9467bd", happy: "#f2b701",
-    sad: "#1f77b4", surprise: "#ff7f0e", neutral: "#b0b0b0"
+    sad: "#1f77b4", surprise: "#ff7f0e", neutral: "#8fa3ad"
   };
-  var UNCERTAIN = "#e6e6e6";
+  var UNCERTAIN = "#ececec";
 
   // --- index: click a heading to sort by it (again: the other way) -----------------------
   function sortable(table) {
@@ -99,10 +99,10 @@
       return out;
     }
 
-    function stacked(name, probs, title) {
+    function stacked(name, probs, title, none) {
       var plot = lane(name, 54, title);
       if (!probs) {
-        el("span", { "class": "empty", text: "not in this output" }, plot);
+        el("span", { "class": "empty", text: none }, plot);
         return;
       }
       var g = svg(plot);
@@ -193,9 +193,15 @@
                          fill: data.dominant[i] ? COLORS[data.dominant[i]] : UNCERTAIN }, strip);
       }
     }
-    stacked("fused", data.fused, "face × voice (product rule), or the one present");
-    stacked("face", data.face, "the face model alone");
-    stacked("voice", data.voice, "the voice model alone");
+    stacked("fused", data.fused, "face × voice (product rule), or the one present",
+            "no estimate in any window");
+    stacked("face", data.face, "the face model alone", "no face in any window");
+    stacked("voice", data.voice, "the voice model alone, on the participant's speech",
+            "no speech of this face in any window");
+    if (data.offscreen_voice) {
+      stacked("off-screen voice", data.offscreen_voice,
+              "the voice model on speech no face on screen was seen speaking");
+    }
 
     var va = Object.keys(data.va);
     if (va.length) {
@@ -294,9 +300,14 @@
 
     document.addEventListener("keydown", function (e) {
       if (e.target.tagName === "INPUT" || e.ctrlKey || e.metaKey || e.altKey) { return; }
-      if (e.key === " " && video) {
+      if (e.key === " " && video && e.target !== video) {  // a focused player does it itself
         e.preventDefault();
-        if (video.paused) { video.play(); } else { video.pause(); }
+        if (video.paused) {
+          var started = video.play();
+          if (started) {
+            started.catch(function (err) { console.info("play refused: " + err.message); });
+          }
+        } else { video.pause(); }
       } else if (e.key === "n" || e.key === "p") {
         var t = now(), target = null;
         moments.forEach(function (m) {
