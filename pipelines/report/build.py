@@ -32,6 +32,7 @@ import mlflow
 import pandas as pd
 from tqdm import tqdm
 
+from infra.preflight import ExitCode, JobError
 from operators import schema as S
 from operators.io.files import StorageOptions, is_remote, join, open_fs
 from operators.io.write_outputs import CLIPS_DIR, MOMENTS_DIR, SEGMENTS_DIR, TIMELINES_DIR
@@ -300,8 +301,10 @@ def build_report(out: str, report_dir: str, storage_options: StorageOptions, *,
     ``clip_ids``: only these sessions (default: every clip of ``out``).  ``refresh``: write
     the pages, media and exports of only these sessions (default: all listed); the index
     and ``sessions.xlsx`` always cover every listed session, linking the pages already in
-    ``report_dir``.  Raises :class:`~infra.storage.InputError` when ``out`` is not there;
-    a damaged output is reported on its pages, not raised."""
+    ``report_dir``.  Raises :class:`~infra.storage.InputError` when ``out`` is not there,
+    ``ValueError`` for an unknown clip id and :class:`~infra.preflight.JobError` (exit 4)
+    when ``report_dir`` cannot be written; a damaged output is reported on its pages, not
+    raised."""
     output = OutputFolder(out, storage_options)
     folder = ReportFolder(report_dir, storage_options)
     ids = output.clip_ids()
@@ -313,9 +316,13 @@ def build_report(out: str, report_dir: str, storage_options: StorageOptions, *,
                              f"names in {join(out, CLIPS_DIR)})")
         ids = wanted
     todo = set(ids if refresh is None else refresh) & set(ids)
-    for name in pages.STATIC_FILES:
-        folder.write_bytes(f"{pages.STATIC_DIR}/{name}",
-                           (pages.STATIC_SOURCE / name).read_bytes())
+    try:  # the first write: a folder that cannot be written ends here, with its reason
+        for name in pages.STATIC_FILES:
+            folder.write_bytes(f"{pages.STATIC_DIR}/{name}",
+                               (pages.STATIC_SOURCE / name).read_bytes())
+    except OSError as exc:
+        raise JobError(ExitCode.OUTPUT, [f"cannot write the report to {folder.uri}: "
+                                         f"{exc.strerror or exc}"]) from exc
     result = ReportResult(folder.uri, len(ids), 0)
     rows, summaries, moments = [], [], []
     for clip_id in tqdm(ids, desc="report", unit="session", disable=None):

@@ -161,6 +161,9 @@ def test_folders_that_are_not_outputs(tmp_path, caplog):
     assert emoray(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "r3"),
                    "--clip", "0123456789abcdef"]) == 2
     assert "no clip 0123456789abcdef" in caplog.text
+    (tmp_path / "a-file").write_text("not a folder")
+    assert emoray(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "a-file")]) == 4
+    assert "cannot write the report to" in caplog.text
 
 
 def test_output_and_recordings_on_s3(job_output, s3_endpoint, tmp_path):
