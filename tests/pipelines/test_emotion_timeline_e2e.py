@@ -240,14 +240,15 @@ _LIST_COLUMNS = {S.BOX: 4, S.MFCC_MEAN: S.N_MFCC}
 
 def test_no_face_crops_or_embeddings_are_written_by_default(job):
     """Biometric data stays in the workers: the output holds one Parquet file per clip in
-    clips/ and timelines/, and none of their columns can hold a picture or a feature vector
+    clips/ and timelines/ (and, where findings exist, moments/ and segments/), and none of
+    their columns can hold a picture or a feature vector
     (by name: no crop/embedding/feature column; by type: no binary column, no nested list,
     lists only where declared and no longer than declared)."""
     files = job["fs"].find(f"{BUCKET}/out")
     assert files
     assert not [f for f in files if f.lower().endswith(_PICTURE_FILES)], files
-    strays = [f for f in files
-              if not re.fullmatch(rf"{BUCKET}/out/(clips|timelines)/[0-9a-f]{{16}}\.parquet", f)]
+    outputs = rf"{BUCKET}/out/(clips|timelines|moments|segments)/[0-9a-f]{{16}}\.parquet"
+    strays = [f for f in files if not re.fullmatch(outputs, f)]
     assert not strays, strays
     forbidden = {S.FRAMES, S.FACE_CROPS, S.FACE_FEATURES, S.VOICE_FEATURES, S.AUDIO}
     for dataset in (job["timelines"], job["clips"]):
