@@ -37,6 +37,7 @@ import pytest
 import s3fs
 from ray.util.state import list_actors, list_jobs, list_tasks
 
+from infra.storage import StorageConfig
 from operators import schema as S
 from operators.io.stage_input import STAGING_DIR_ENV
 from pipelines.nightly.state import read_state
@@ -303,7 +304,7 @@ def test_nightly_ledger_stays_exact_when_a_node_is_lost(cluster, staging, upload
     workers = _cpu_workers(cluster, staging, 2)
     ids = _ids("nightly", uploads)
     out = f"s3://{BUCKET}/nightly/out"
-    options = {"client_kwargs": {"endpoint_url": s3_endpoint}}
+    options = StorageConfig(endpoint_url=s3_endpoint).storage_options()
     watch = StagingWatch(cluster, staging, workers, remove_when=ids[LONG],
                          removable=tuple(workers))
     watch.start()
