@@ -168,7 +168,7 @@ def test_folders_that_are_not_outputs(tmp_path, caplog):
 
 def test_output_and_recordings_on_s3(job_output, s3_endpoint, tmp_path):
     """An s3:// output whose recording is on S3 too: read through s3fs, played from a proxy
-    written into the (local) report folder."""
+    written into the report folder, local or on S3."""
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     s3.create_bucket(Bucket="report")
     clip_id = _clip_id(job_output, "face_speech")
@@ -186,6 +186,11 @@ def test_output_and_recordings_on_s3(job_output, s3_endpoint, tmp_path):
     page = (tmp_path / "r" / "clips" / f"{clip_id}.html").read_text()
     assert "proxy" in page and "on object storage" in page
     assert ffmpeg.probe(str(tmp_path / "r" / "media" / f"{clip_id}.mp4"))["streams"]
+    # The report itself on S3 too (as the nightly run writes OUT/report).
+    build_report("s3://report/out", "s3://report/rep", options)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="report", Prefix="rep/")["Contents"]}
+    assert {"rep/index.html", "rep/sessions.xlsx", "rep/static/report.js",
+            f"rep/clips/{clip_id}.html", f"rep/media/{clip_id}.mp4"} <= keys
 
 
 def test_nightly_refresh_writes_out_report_and_logs_its_pages(job_output, tmp_path):
