@@ -129,8 +129,8 @@ class TimelineWriter(Step):
 
     def write_failed(self, clip_id: str, uri: str, message: str) -> dict:
         """Record a clip whose rows never arrived (its tasks failed on every retry)."""
-        for uri in (timeline_uri, moments_uri, segments_uri):
-            remove(uri(self.config.out, clip_id), self.config.storage_options)
+        for output_uri in (timeline_uri, moments_uri, segments_uri):
+            remove(output_uri(self.config.out, clip_id), self.config.storage_options)
         status = S.decide_status(clip_lost=True)
         row = self._clip_row({S.CLIP_ID: clip_id, S.URI: uri, S.STATUS: status.value,
                               S.ERROR: message, S.DURATION_S: None})
