@@ -319,7 +319,8 @@ def test_readers_never_see_a_partial_parquet(faulty):
 def test_outputs_cannot_escape_the_output_prefix(faulty):
     keys_after, keys_before = faulty["keys_after"], faulty["keys_before"]
     new = keys_after - keys_before
-    assert all(k.startswith(("out/clips/", "out/timelines/")) for k in new), sorted(new)
+    assert all(k.startswith(("out/clips/", "out/timelines/", "out/moments/", "out/segments/"))
+               for k in new), sorted(new)
     assert all(_CLIP_FILE.fullmatch(k.rsplit("/", 1)[1]) for k in new), sorted(new)
     ids = {clip_id_for(uri) for uri in faulty["clips"].index}
     assert {k.rsplit("/", 1)[1].removesuffix(".parquet") for k in new} <= ids
