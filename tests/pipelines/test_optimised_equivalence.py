@@ -63,8 +63,9 @@ def agreement(reference: pd.DataFrame, candidate: pd.DataFrame) -> dict[str, flo
         "windows": len(joined),
         "windows_with_face": len(both),
         "face_present": float((present_ref == present_cand).mean()),
-        "dominant": float((both[f"{S.DOMINANT_EMOTION}_ref"]
-                           == both[f"{S.DOMINANT_EMOTION}_cand"]).mean()),
+        # the argmax of the probabilities: dominant_emotion itself is null where confidence
+        # is low, and null == null would count as a disagreement
+        "dominant": float((probs_ref.argmax(axis=1) == probs_cand.argmax(axis=1)).mean()),
         "prob_mae": float(np.abs(probs_ref - probs_cand).mean()),
     }
 
