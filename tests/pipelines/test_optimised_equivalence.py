@@ -47,8 +47,10 @@ def agreement(reference: pd.DataFrame, candidate: pd.DataFrame) -> dict[str, flo
     cols = [S.FACE_PRESENT, S.DOMINANT_EMOTION, *S.PROB_COLUMNS]
 
     def participant(t: pd.DataFrame) -> pd.DataFrame:
-        # a faceless clip has one null track: its windows count as "no face"
-        rows = t[t[S.IS_PARTICIPANT].fillna(True).astype(bool)]
+        # a faceless clip has one null track: its windows count as "no face"; beside faces,
+        # null-track rows are off-screen speech, not the participant's
+        has_faces = t.groupby(S.URI)[S.TRACK_ID].transform(lambda s: s.notna().any())
+        rows = t[(t[S.TRACK_ID] == 0) | (t[S.TRACK_ID].isna() & ~has_faces)]
         return rows.set_index(keys)[cols]
 
     ref, cand = participant(reference), participant(candidate)
