@@ -277,12 +277,15 @@ def test_spread_over_nodes_and_a_node_lost_mid_run(cluster, staging, uploads, s3
     assert watch.removed, f"the long clip was never staged on a worker: {watch.seen}\n{text}"
     job = _new_job(cluster, before)
 
-    # Spread: the pools' actors were placed on both worker nodes, none on the head.
+    # The pools' actors were placed on worker nodes only, none on the head.  Which worker
+    # each lands on is Ray's choice (CI once saw every model actor on one node, the second
+    # detector never started before the run ended), so the spread is checked on the
+    # decoders below, whose staging folders show it.
     actors = _actors(cluster, job)
     models = _step_actors(actors, DETECTOR) + _step_actors(actors, EMOTION)
     placed = {a.node_id for a in models if a.node_id}
     worker_ids = {cluster_ids[n] for n in workers}
-    assert placed == worker_ids, [(a.repr_name, a.node_id, a.state) for a in actors]
+    assert placed and placed <= worker_ids, [(a.repr_name, a.node_id, a.state) for a in actors]
     # Decoders ran on the worker nodes only, each staging in its own folder: every clip was
     # staged, both folders were used, and the surviving node's is left empty.
     decode_nodes = _decode_nodes(cluster, job)
