@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from infra import preflight, ray_cluster, ray_logs
 from infra.dashboards import stage_seconds
 from infra.lease import LeaseHeldError, LeaseLostError
+from infra.logs import setup_logging
 from infra.preflight import STORAGE_ERRORS, ExitCode, JobError, PreflightConfig, Problem
 from infra.storage import InputError, InputRef, StorageConfig, list_inputs
 from infra.tracking import TrackingConfig, is_mlflow_uri
@@ -330,6 +331,20 @@ def failure_reason(dropped: list[ray_logs.BlockError], lost_nodes: Sequence[str]
 def add_debug_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true",
                         help="on failure, also show the traceback")
+
+
+def command_main(prog: str, description: str | None,
+                 add_arguments: Callable[[argparse.ArgumentParser], None],
+                 handler: Callable[[argparse.Namespace], int],
+                 argv: list[str] | None = None) -> int:
+    """A ``python -m`` entry point: its parser (``add_arguments`` and ``--debug``), logging,
+    then :func:`run_command`."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    add_debug_argument(parser)
+    setup_logging()
+    return run_command(handler, parser.parse_args(argv))
 
 
 def run_command(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

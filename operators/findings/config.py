@@ -39,13 +39,16 @@ class FindingsConfig(BaseModel):
     loudness_floor_db: float = Field(2.0, gt=0)
     # Conditions shared by the rules, in baseline-relative units (z); these and the rules
     # below are the values tuned on the planted sessions' tuning half.
-    valence_shift: float = Field(1.0, ge=0)
+    valence_shift: float = Field(0.5, ge=0)
     emotion_rise: float = Field(3.0, ge=0)
     arousal_rise: float = Field(0.0, ge=0)
-    frustration: KindRule = KindRule(threshold=3.0, min_duration_s=6.0, merge_gap_s=3.0)
-    confusion: KindRule = KindRule(threshold=1.5, min_duration_s=4.0, merge_gap_s=3.0)
-    delight: KindRule = KindRule(threshold=1.5, min_duration_s=6.0, merge_gap_s=3.0)
-    surprise: KindRule = KindRule(threshold=1.5, min_duration_s=4.0, merge_gap_s=3.0)
+    # Scores are averaged over this centred span of confident windows before the
+    # thresholds (0: each window alone), so a sustained shift is not cut by one window.
+    smooth_s: float = Field(2.0, ge=0)
+    frustration: KindRule = KindRule(threshold=4.0, min_duration_s=3.0, merge_gap_s=1.0)
+    confusion: KindRule = KindRule(threshold=3.0, min_duration_s=4.0, merge_gap_s=3.0)
+    delight: KindRule = KindRule(threshold=4.0, min_duration_s=6.0, merge_gap_s=3.0)
+    surprise: KindRule = KindRule(threshold=2.5, min_duration_s=6.0, merge_gap_s=3.0)
     # Task markers may overshoot the recording's end by this much (tools round, containers
     # end a frame early) before the row is refused as lying past the end.
     marker_tolerance_s: float = Field(1.0, ge=0)

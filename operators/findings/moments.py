@@ -18,8 +18,12 @@ probabilities ``p_*``, ``valence``, ``arousal``; voice ``loudness_db``/``pitch_h
   FER2013/RAVDESS classes have no confusion, so this rule is the least validated (see
   ``pipelines/findings/CARD.md``).
 
-A window is active for a kind when its conditions hold, its score reaches the kind's
-``threshold`` and the window is confident (``dominant_emotion`` not null).  Active windows
+Each kind's window scores are then **smoothed**: the mean over a centred span of
+``smooth_s`` seconds of the confident windows, where a window whose conditions do not hold
+counts 0, so one noisy window neither makes a moment nor breaks one, and a few unconfident
+windows inside a sustained shift do not cut it in two.  A window is active for a kind when it
+is confident (``dominant_emotion`` not null) and its smoothed score reaches the kind's
+``threshold``.  Active windows
 of a kind closer than ``merge_gap_s`` form one moment, kept when it lasts at least
 ``min_duration_s``; its ``score`` is its peak window's, ``peak_s`` that window's middle, and
 ``evidence`` the mean z of each driving signal over the active windows (those of |z| ≥ 1),
@@ -60,8 +64,8 @@ EVIDENCE_Z = 1.0
 
 
 def window_scores(timeline: pd.DataFrame, config: FindingsConfig) -> dict[str, pd.Series]:
-    """Per kind, each window's score where the kind's conditions hold (NaN elsewhere, and on
-    windows that are not confident)."""
+    """Per kind, each window's smoothed score (``timeline``: one track's windows in time
+    order); NaN on windows that are not confident."""
     valence, arousal = z(timeline, S.VALENCE), z(timeline, S.AROUSAL)
     v, e, a = config.valence_shift, config.emotion_rise, config.arousal_rise
     negative = _max_z(timeline, ("angry", "disgust", "sad"))
@@ -80,7 +84,19 @@ def window_scores(timeline: pd.DataFrame, config: FindingsConfig) -> dict[str, p
         "surprise": ((startle >= e) & (arousal >= a), (startle + arousal) / 2),
     }
     sure = confident(timeline)
-    return {kind: score.where(holds & sure) for kind, (holds, score) in rules.items()}
+    span = _span_windows(timeline, config.smooth_s)
+    return {kind: score.where(holds, 0.0).where(sure)
+            .rolling(span, center=True, min_periods=1).mean().where(sure)
+            for kind, (holds, score) in rules.items()}
+
+
+def _span_windows(timeline: pd.DataFrame, seconds: float) -> int:
+    """How many windows (an odd number, at least 1) cover ``seconds`` at the timeline's hop."""
+    starts = timeline[S.WINDOW_START_S].to_numpy()
+    if len(starts) < 2 or seconds <= 0:
+        return 1
+    hop = float(np.median(np.diff(starts)))
+    return int(seconds / hop) // 2 * 2 + 1 if hop > 0 else 1
 
 
 @dataclass(frozen=True)

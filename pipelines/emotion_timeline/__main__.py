@@ -15,12 +15,11 @@ import logging
 import sys
 from pathlib import Path
 
-from infra.logs import setup_logging
 from operators.io.files import is_remote
 from operators.io.write_outputs import CLIPS_DIR, TIMELINES_DIR
 from pipelines.emotion_timeline.config import cli_overrides, load_config
 from pipelines.emotion_timeline.job import run
-from pipelines.runner import add_debug_argument, run_command
+from pipelines.runner import command_main
 
 logger = logging.getLogger("emoray.run")
 
@@ -65,11 +64,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="emoray run", description=__doc__)
-    add_arguments(parser)
-    add_debug_argument(parser)
-    setup_logging()
-    return run_command(run_from_args, parser.parse_args(argv))
+    return command_main("emoray run", __doc__, add_arguments, run_from_args, argv)
 
 
 if __name__ == "__main__":

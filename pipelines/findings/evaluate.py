@@ -54,6 +54,7 @@ GRID = {
     "threshold": (1.5, 2.0, 3.0),
     "min_duration_s": (2.0, 3.0, 4.0),
     "merge_gap_s": (1.0, 2.0, 3.0),
+    "smooth_s": (0.0, 2.0, 3.0),
 }
 """The first tuning grid; threshold, minimum duration and merge gap are shared by the kinds.
 Then each kind's own threshold, minimum duration and merge gap are tuned in turn
@@ -67,7 +68,7 @@ def config_for(point: dict[str, float]) -> FindingsConfig:
                     merge_gap_s=point["merge_gap_s"])
     return FindingsConfig(valence_shift=point["valence_shift"],
                           emotion_rise=point["emotion_rise"],
-                          arousal_rise=point["arousal_rise"],
+                          arousal_rise=point["arousal_rise"], smooth_s=point["smooth_s"],
                           **{kind: rule for kind in S.MOMENT_KINDS})
 
 

@@ -19,11 +19,10 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from infra.logs import setup_logging
 from pipelines.emotion_timeline.config import cli_overrides
 from pipelines.nightly.config import load_nightly_config
 from pipelines.nightly.job import NightlyResult, run
-from pipelines.runner import add_debug_argument, run_command
+from pipelines.runner import command_main
 
 logger = logging.getLogger("emoray.nightly")
 
@@ -80,12 +79,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="emoray nightly", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    add_debug_argument(parser)
-    setup_logging()
-    return run_command(run_from_args, parser.parse_args(argv))
+    return command_main("emoray nightly", __doc__, add_arguments, run_from_args, argv)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,10 @@ import logging
 import sys
 from pathlib import Path
 
-from infra.logs import setup_logging
 from infra.storage import StorageConfig
 from operators.io.files import is_remote, join
 from pipelines.report.build import build_report
-from pipelines.runner import add_debug_argument, run_command
+from pipelines.runner import command_main
 
 logger = logging.getLogger("emoray.report")
 
@@ -50,12 +49,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="emoray report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    add_debug_argument(parser)
-    setup_logging()
-    return run_command(run_from_args, parser.parse_args(argv))
+    return command_main("emoray report", __doc__, add_arguments, run_from_args, argv)
 
 
 if __name__ == "__main__":

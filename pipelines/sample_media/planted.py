@@ -13,6 +13,10 @@ Each session is one RAVDESS actor's voice and FER2013 faces on a webcam-like roo
 Faces are FER2013 ``PublicTest`` photos (48×48 grey), upscaled smoothly (Lanczos) to the
 session's face size, feathered onto the room of :mod:`pipelines.sample_media.build` and moved
 by the same simulated camera; a new photo of the stretch's class appears with every sentence.
+While the actor speaks, the photo's lower face is moved with the speech's loudness (a jaw drop
+of up to :data:`JAW_DROP` of the face's height, the mouth's gap drawn dark), so the job's
+speaking-face test sees a face that talks: a still photo would leave every sentence to
+off-screen speech.  The motion is drawn, not filmed; the expression it moves is the photo's.
 Only photos on which MTCNN (the job's detector, with its thresholds) finds the face are used:
 a 48 px photo blown up fourfold is not always a detectable face.  Photos are *not* filtered by
 what the emotion model says of them.  Voices keep their recorded loudness relative to the
@@ -99,6 +103,13 @@ SPEECH_RMS_DBFS = -26.0
 recorded level relative to it."""
 PHOTO_CHECKS = 3
 """Photos per stretch class tried before giving up on finding a detectable one."""
+JAW_DROP = 0.05
+"""Largest jaw drop of a talking photo, as a fraction of the face's height."""
+LIP_LINE = 0.68
+"""Where the lips meet in a FER2013 cutout, as a fraction of its height (the mouth sits at
+~75 % of the 48 px photo, which the cutout pads by 6 px above and 8 px below)."""
+OPEN_DB = (-40.0, -24.0)
+"""Speech loudness (dBFS per video frame) mapped to a closed (0) and fully open (1) mouth."""
 
 
 @dataclass(frozen=True)
@@ -172,16 +183,24 @@ class FerPhotos:
         self.by_label = by_label
         self._detectable: dict[int, bool] = {}
         self._mtcnn = None
+        self._room: Image.Image | None = None
+        self._face: tuple = (None, None, None)  # (row, face_px, resized cutout)
 
     def cutout(self, row: int) -> Image.Image:
         """The photo in colour (grey), feathered at the edges like a face cut from a frame."""
         photo = Image.fromarray(self.rows[row]).convert("RGB")
         return _cutout(photo, [(-4, -6, 52, 56)], 2)
 
-    def picture(self, row: int, face_px: int) -> Image.Image:
-        """The room with photo ``row`` as the participant's face, ``face_px`` tall."""
-        img = _room(SIZE)
-        face = self.cutout(row).resize((face_px, face_px), Image.Resampling.LANCZOS)
+    def picture(self, row: int, face_px: int, opening: float = 0.0) -> Image.Image:
+        """The room with photo ``row`` as the participant's face, ``face_px`` tall, its mouth
+        ``opening`` (0 closed … 1 a full :data:`JAW_DROP`) open."""
+        if self._room is None:
+            self._room = _room(SIZE)
+        if self._face[:2] != (row, face_px):
+            self._face = (row, face_px, self.cutout(row).resize((face_px, face_px),
+                                                                 Image.Resampling.LANCZOS))
+        face = _open_mouth(self._face[2], opening)
+        img = self._room.copy()
         img.paste(face, (SIZE[0] // 2 - face_px // 2, round(SIZE[1] * 0.45) - face_px // 2), face)
         return img
 
@@ -245,6 +264,24 @@ class RavdessVoices:
         return float(10 ** (SPEECH_RMS_DBFS / 20) / rms)
 
 
+def _open_mouth(face: Image.Image, opening: float) -> Image.Image:
+    """``face`` (RGBA) with everything below the lip line moved down by ``opening`` ×
+    :data:`JAW_DROP` of its height; the gap is the lip row, darkened across the mouth."""
+    arr = np.asarray(face)
+    h, w = arr.shape[:2]
+    drop = round(float(np.clip(opening, 0.0, 1.0)) * JAW_DROP * h)
+    if drop == 0:
+        return face
+    lip = round(LIP_LINE * h)
+    out = arr.copy()
+    out[lip + drop:] = arr[lip: h - drop]
+    gap = np.repeat(arr[lip: lip + 1], drop, axis=0).astype(np.float32)
+    mouth = slice(round(0.32 * w), round(0.68 * w))
+    gap[:, mouth, :3] *= 0.3
+    out[lip: lip + drop] = gap.astype(np.uint8)
+    return Image.fromarray(out, "RGBA")
+
+
 # --- one session ----------------------------------------------------------------------------
 
 def _stretches(session: Session) -> list[tuple[str, float, float]]:
@@ -279,11 +316,11 @@ def _fill(session: Session, photos: FerPhotos, voices: RavdessVoices,
                       "photos": tuple(shown), "sentences": tuple(sentences)})
 
 
-def _audio(session: Session, voices: RavdessVoices) -> bytes:
-    """The session's sound as a mono 16-bit WAV: room noise, each sentence at its time, cut
+def _speech(session: Session, voices: RavdessVoices) -> np.ndarray:
+    """The session's speech alone (float32 at SAMPLE_RATE): each sentence at its time, cut
     (with a 20 ms fade) where its stretch ends so no emotion leaks into the next stretch."""
     n = round(session.duration_s * SAMPLE_RATE)
-    track = _noise(n, session.seed)
+    track = np.zeros(n, np.float32)
     gain = voices.neutral_gain()
     ends = sorted({e for _, _, e in _stretches(session)})
     fade = np.linspace(1.0, 0.0, SAMPLE_RATE // 50, dtype=np.float32)
@@ -296,6 +333,21 @@ def _audio(session: Session, voices: RavdessVoices) -> bytes:
             clip[-len(fade):] *= fade[-length:] if length < len(fade) else fade
         start = round(at * SAMPLE_RATE)
         track[start: start + len(clip)] += clip[: n - start]
+    return track
+
+
+def _openings(speech: np.ndarray) -> np.ndarray:
+    """(video frames,) mouth opening in [0, 1] per frame: the speech's RMS over the frame,
+    from :data:`OPEN_DB`'s closed level to its open one."""
+    per = SAMPLE_RATE // FPS
+    frames = np.pad(speech, (0, -len(speech) % per)).reshape(-1, per)
+    level = 20 * np.log10(np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)) + 1e-9)
+    return np.clip((level - OPEN_DB[0]) / (OPEN_DB[1] - OPEN_DB[0]), 0.0, 1.0)
+
+
+def _wav(session: Session, speech: np.ndarray) -> bytes:
+    """The session's sound as a mono 16-bit WAV: room noise and the speech."""
+    track = _noise(len(speech), session.seed) + speech
     pcm = (np.clip(track, -1.0, 1.0) * 32767).astype("<i2")
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as handle:
@@ -307,19 +359,18 @@ def _audio(session: Session, voices: RavdessVoices) -> bytes:
 
 
 def _encode(session: Session, photos: FerPhotos, voices: RavdessVoices, path: Path) -> None:
-    pictures: dict[int, Image.Image] = {}
     times = [t for t, _ in session.photos]
+    speech = _speech(session, voices)
+    openings = _openings(speech)
 
     def frame(i: int) -> bytes:
         t = i / FPS
         row = session.photos[int(np.searchsorted(times, t, side="right")) - 1][1]
-        if row not in pictures:
-            pictures.clear()  # one photo on screen at a time
-            pictures[row] = photos.picture(row, session.face_px)
-        return _camera(pictures[row], t).tobytes()
+        opening = openings[i] if i < len(openings) else 0.0
+        return _camera(photos.picture(row, session.face_px, opening), t).tobytes()
 
     wav = path.with_name(path.name + ".wav")
-    wav.write_bytes(_audio(session, voices))
+    wav.write_bytes(_wav(session, speech))
     try:
         frames = (frame(i) for i in range(round(session.duration_s * FPS)))
         _ffmpeg(["-f", "rawvideo", "-pix_fmt", "rgb24", "-video_size", f"{SIZE[0]}x{SIZE[1]}",

@@ -2,6 +2,7 @@
 
     .venv/bin/python tests/benchmarks/suite.py --quick --out bench-out/          # < 5 min
     .venv/bin/python tests/benchmarks/suite.py --minutes 2 10 30 --out bench-out/ [--peer]
+    .venv/bin/python tests/benchmarks/suite.py --quick --configs default --out bench-out/
 
 Corpus: webcam-style (640×480) and picture-in-picture (1280×720 screen, 200 px webcam inset)
 recordings of each length, made by ``pipelines/sample_media`` from a real face video and
@@ -438,6 +439,9 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--quick", action="store_true",
                         help="2-minute recordings only, fewer runs: under 5 minutes")
+    parser.add_argument("--configs", nargs="+", metavar="NAME",
+                        help="only these configurations (e.g. default: an old-vs-new check "
+                        "of one change)")
     parser.add_argument("--peer", action="store_true",
                         help="also run fer (needs tests/benchmarks/peer/setup_peer.sh)")
     parser.add_argument("--gpu", choices=("auto", "off"), default="auto",
@@ -471,7 +475,9 @@ def main() -> None:
         print(f"decode ceiling: {Path(clip['path']).name}", flush=True)
         report["ceilings"].append({"kind": clip["kind"], "minutes": clip["minutes"],
                                    **decode_ceiling(clip["path"])})
-    for i, spec in enumerate(plan(clips, args.quick, gpu)):
+    runs = [spec for spec in plan(clips, args.quick, gpu)
+            if not args.configs or spec["name"] in args.configs]
+    for i, spec in enumerate(runs):
         run_dir = out / "runs" / f"{i:02d}-{spec['kind']}-{spec['minutes']:g}-{spec['name']}"
         shutil.rmtree(run_dir, ignore_errors=True)
         # the job reads a folder: link the recording into the run's own input folder

@@ -43,9 +43,18 @@ def test_minimum_duration_and_merge_gap():
     split = timeline(120, [("happy", 60, 66), ("happy", 67, 73)])
     merged = moments_frame(split, FindingsConfig())
     assert len(merged) == 1 and merged.start_s.iloc[0] < 61 and merged.end_s.iloc[0] > 72
-    strict = FindingsConfig(delight={"threshold": 2.0, "min_duration_s": 3.0,
-                                     "merge_gap_s": 0.0})
+    strict = FindingsConfig(smooth_s=0.0, delight={"threshold": 2.0, "min_duration_s": 3.0,
+                                                   "merge_gap_s": 0.0})
     assert len(moments_frame(split, strict)) == 2
+    # smoothing bridges the two neutral windows between the stretches without a merge gap
+    assert len(moments_frame(split, strict.model_copy(update={"smooth_s": 2.0}))) == 1
+
+
+def test_smoothing_keeps_one_window_from_making_a_moment():
+    blip = timeline(120, [("happy", 60, 60.5)])  # one window
+    rule = {"threshold": 4.0, "min_duration_s": 0.0, "merge_gap_s": 0.0}
+    assert len(moments_frame(blip, FindingsConfig(smooth_s=0.0, delight=rule))) == 1
+    assert moments_frame(blip, FindingsConfig(smooth_s=2.0, delight=rule)).empty
 
 
 def test_moments_come_from_confident_windows_only():
