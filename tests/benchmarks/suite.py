@@ -86,9 +86,9 @@ def _timed(cmd: list[str]) -> float:
 
 def decode_ceiling(path: str) -> dict[str, Any]:
     """ffmpeg's raw and sampled decode of ``path`` and the job's decoder on its own."""
-    from operators.io.decode_frames import working_size
-    from operators.io.probe_media import make_probe_fn
-    from operators.io.stage_input import make_stage_fn
+    from operators.io.decode_frames import DecodeFrames, working_size
+    from operators.io.probe_media import ProbeMedia
+    from operators.io.stage_input import StageInput
     from pipelines.emotion_timeline.build import input_rows
     from pipelines.emotion_timeline.config import load_config
 
@@ -107,13 +107,13 @@ def decode_ceiling(path: str) -> dict[str, Any]:
 
     from infra.storage import InputRef
     from operators import schema as S
-    from operators.io.decode_frames import make_decode_fn
 
     row = input_rows([InputRef(uri=path, size_bytes=os.path.getsize(path))])[0]
     with tempfile.TemporaryDirectory() as staging:
         started = time.perf_counter()
-        row = make_probe_fn()(make_stage_fn(config.storage.storage_options(), staging)(row))
-        frames = sum(len(chunk[S.FRAMES]) for chunk in make_decode_fn(config.decode)(row))
+        row = ProbeMedia().process(
+            StageInput(config.storage.storage_options(), staging).process(row))
+        frames = sum(len(chunk[S.FRAMES]) for chunk in DecodeFrames(config.decode).process(row))
         job_decoder_s = time.perf_counter() - started
     return {
         "video_s": duration, "working_size": [w, h], "sample_fps": fps,
