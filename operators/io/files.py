@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -62,6 +62,19 @@ def download(uri: str, storage_options: StorageOptions, dest: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def make_local_atomic(path: Path, make: Callable[[Path], object]) -> None:
+    """``make(tmp)`` into a hidden temporary file beside the local ``path``, then rename it
+    into place (atomic on POSIX): a reader never sees half a file, and a failure leaves
+    nothing behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        make(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_parquet_atomic(table: pa.Table, uri: str, storage_options: StorageOptions) -> None:
     """Write ``table`` to ``uri`` so readers never see a partial file.
 
@@ -76,12 +89,7 @@ def write_parquet_atomic(table: pa.Table, uri: str, storage_options: StorageOpti
         pq.write_table(table, sink)
         fs.pipe_file(path, sink.getvalue().to_pybytes())
         return
-    tmp = str(PurePosixPath(parent) / f".{PurePosixPath(path).name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    make_local_atomic(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
 def remove(uri: str, storage_options: StorageOptions) -> None:

@@ -20,9 +20,7 @@ import io
 import json
 import logging
 import math
-import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +32,7 @@ from tqdm import tqdm
 
 from infra.preflight import ExitCode, JobError
 from operators import schema as S
-from operators.io.files import StorageOptions, is_remote, join, open_fs
+from operators.io.files import StorageOptions, is_remote, join, make_local_atomic, open_fs
 from operators.io.write_outputs import CLIPS_DIR, MOMENTS_DIR, SEGMENTS_DIR, TIMELINES_DIR
 from pipelines.report import lanes, pages
 from pipelines.report.media import Media, prepare_media
@@ -63,14 +61,7 @@ class ReportFolder:
     def _atomic(self, rel: str, write: Callable[[Path], object]) -> None:
         """Make the local file ``rel`` with ``write(tmp)`` and a rename, so a reader (a
         browser reloading, a static host) never sees half a page or half a video."""
-        target = self.local_path(rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            write(tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        make_local_atomic(self.local_path(rel), write)
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         if self.local:

@@ -26,7 +26,6 @@ import io
 import json
 import logging
 import math
-import os
 import shutil
 import subprocess
 import tempfile
@@ -43,6 +42,7 @@ import PIL
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from skimage.data import astronaut
 
+from operators.io.files import make_local_atomic
 from operators.schema import Status
 
 logger = logging.getLogger(__name__)
@@ -595,6 +595,11 @@ def _audio_track(voice: _Voice, seconds: float, speech: Iterable[tuple[tuple[flo
         phrase = voice.phrase(text, end - start)
         at = round(start * SAMPLE_RATE)
         track[at: at + len(phrase)] += phrase
+    return wav_bytes(track)
+
+
+def wav_bytes(track: np.ndarray) -> bytes:
+    """``track`` (float, mono, SAMPLE_RATE) as a 16-bit WAV file's bytes, clipped to ±1."""
     pcm = (np.clip(track, -1.0, 1.0) * 32767).astype("<i2")
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as handle:
@@ -792,12 +797,7 @@ def build_from_one_recording(out_dir: str | Path, names: Iterable[str],
 
 def _build_atomically(path: Path, build: Callable[[Path], None]) -> None:
     """``build(target)`` into a hidden name beside ``path``, then move it into place."""
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        build(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    make_local_atomic(path, build)
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -46,7 +46,6 @@ import json
 import logging
 import sys
 import time
-import wave
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -69,6 +68,7 @@ from pipelines.sample_media.build import (
     _room,
     _run,
     _write_atomically,
+    wav_bytes,
 )
 
 logger = logging.getLogger(__name__)
@@ -347,15 +347,7 @@ def _openings(speech: np.ndarray) -> np.ndarray:
 
 def _wav(session: Session, speech: np.ndarray) -> bytes:
     """The session's sound as a mono 16-bit WAV: room noise and the speech."""
-    track = _noise(len(speech), session.seed) + speech
-    pcm = (np.clip(track, -1.0, 1.0) * 32767).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(SAMPLE_RATE)
-        handle.writeframes(pcm.tobytes())
-    return buffer.getvalue()
+    return wav_bytes(_noise(len(speech), session.seed) + speech)
 
 
 def _encode(session: Session, photos: FerPhotos, voices: RavdessVoices, path: Path) -> None:
