@@ -226,7 +226,7 @@ def make_sample_media(out_dir: str | Path, cases: Iterable[str] | None = None) -
                 logger.info("%s: up to date", path)
             else:
                 case_started = time.perf_counter()
-                _build_atomically(path, lambda target, n=name: _build_case(n, target, voice))
+                make_local_atomic(path, lambda target, n=name: _build_case(n, target, voice))
                 logger.info("%s: built in %.1f s", path, time.perf_counter() - case_started)
             truth[spec.file] = {**asdict(spec), "size_bytes": path.stat().st_size,
                                 "fingerprint": fingerprint}
@@ -788,23 +788,15 @@ def build_from_one_recording(out_dir: str | Path, names: Iterable[str],
         base = make_webcam_recording(tmp / "base.mp4", seconds, width=width, height=height)
         for name in names:
             path = out / file_of(name)
-            _build_atomically(path, lambda target, n=name: build(n, base, target, tmp))
+            make_local_atomic(path, lambda target, n=name: build(n, base, target, tmp))
             written[name] = path
     logger.info("%d %s in %s (%.1f s)", len(written), kind, out.resolve(),
                 time.perf_counter() - started)
     return written
 
 
-def _build_atomically(path: Path, build: Callable[[Path], None]) -> None:
-    """``build(target)`` into a hidden name beside ``path``, then move it into place."""
-    make_local_atomic(path, build)
-
-
 def _write_atomically(path: Path, text: str) -> None:
-    def write(target: Path) -> None:
-        target.write_text(text, encoding="utf-8")
-
-    _build_atomically(path, write)
+    make_local_atomic(path, lambda target: target.write_text(text, encoding="utf-8"))
 
 
 def _read_truth(out: Path) -> dict[str, dict[str, Any]]:

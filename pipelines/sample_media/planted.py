@@ -53,13 +53,13 @@ import numpy as np
 from PIL import Image
 
 from infra.logs import setup_logging
+from operators.io.files import make_local_atomic
 from pipelines.sample_media.build import (
     _AUDIO_CODEC,
     _FFMPEG,
     _REPRODUCIBLE,
     _VIDEO_CODEC,
     SAMPLE_RATE,
-    _build_atomically,
     _camera,
     _cutout,
     _ffmpeg,
@@ -345,11 +345,6 @@ def _openings(speech: np.ndarray) -> np.ndarray:
     return np.clip((level - OPEN_DB[0]) / (OPEN_DB[1] - OPEN_DB[0]), 0.0, 1.0)
 
 
-def _wav(session: Session, speech: np.ndarray) -> bytes:
-    """The session's sound as a mono 16-bit WAV: room noise and the speech."""
-    return wav_bytes(_noise(len(speech), session.seed) + speech)
-
-
 def _encode(session: Session, photos: FerPhotos, voices: RavdessVoices, path: Path) -> None:
     times = [t for t, _ in session.photos]
     speech = _speech(session, voices)
@@ -358,11 +353,11 @@ def _encode(session: Session, photos: FerPhotos, voices: RavdessVoices, path: Pa
     def frame(i: int) -> bytes:
         t = i / FPS
         row = session.photos[int(np.searchsorted(times, t, side="right")) - 1][1]
-        opening = openings[i] if i < len(openings) else 0.0
-        return _camera(photos.picture(row, session.face_px, opening), t).tobytes()
+        # openings has ceil(duration × FPS) frames, the video round(duration × FPS)
+        return _camera(photos.picture(row, session.face_px, openings[i]), t).tobytes()
 
     wav = path.with_name(path.name + ".wav")
-    wav.write_bytes(_wav(session, speech))
+    wav.write_bytes(wav_bytes(_noise(len(speech), session.seed) + speech))  # room noise
     try:
         frames = (frame(i) for i in range(round(session.duration_s * FPS)))
         _ffmpeg(["-f", "rawvideo", "-pix_fmt", "rgb24", "-video_size", f"{SIZE[0]}x{SIZE[1]}",
@@ -415,7 +410,7 @@ def make_planted_sessions(out_dir: str | Path, sessions: int = 20, *, seed: int 
         voices = RavdessVoices(data, session.actor)
         session = _fill(session, photos, voices, rng)
         t0 = time.perf_counter()
-        _build_atomically(path, lambda target, s=session, v=voices: _encode(s, photos, v, target))
+        make_local_atomic(path, lambda target, s=session, v=voices: _encode(s, photos, v, target))
         _write_atomically(out / f"{name}.tasks.csv", tasks_csv(session, path.name))
         logger.info("%s: %.0f s session (actor %02d, seed %d) built in %.1f s", path,
                     session.duration_s, session.actor, session.seed, time.perf_counter() - t0)
